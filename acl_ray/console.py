@@ -1,0 +1,58 @@
+"""Console output from the main process only (rank 0), through rich."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=False, highlight=False)
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a torch.distributed group, or when there is no group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def log(message: str) -> None:
+    if is_main_process():
+        console.print(message)
+
+
+class _NoProgress:
+    def add_task(self, description: str, total: float | None = None, **fields: object) -> TaskID:
+        return TaskID(0)
+
+    def update(self, task: TaskID, **kwargs: object) -> None:
+        return None
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Progress | _NoProgress]:
+    """A rich progress bar on rank 0 of an interactive console; a silent stand-in otherwise."""
+    if not (enabled and is_main_process() and console.is_terminal):
+        yield _NoProgress()
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        yield progress
