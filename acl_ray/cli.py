@@ -37,13 +37,76 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from acl_ray.run_pretrain import run_pretrain
 
     cfg = _resolve(args)
-    rows = run_pretrain(cfg, args.out, resume=args.resume)
+    if args.workers is None:
+        rows = run_pretrain(cfg, args.out, resume=args.resume)
+    else:
+        from acl_ray.train_ray import run_pretrain_ray
+
+        rows = run_pretrain_ray(
+            cfg,
+            args.out,
+            args.workers,
+            resume=args.resume,
+            gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+            address=args.address,
+            max_failures=args.max_failures,
+        )
     if rows:
         console.print(
             f"done: {len(rows)} epochs, loss {rows[0]['train/loss']:.4f} -> {rows[-1]['train/loss']:.4f}; "
             f"run in {args.out}"
         )
     return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from acl_ray.finetune import FinetuneConfig, finetune
+
+    values = parse_set(args.overrides)
+    if args.route is not None:
+        values["finetune.route"] = args.route
+    cfg = FinetuneConfig(protocol=args.protocol).override(values)
+    m = finetune(args.checkpoint, cfg, args.out)
+    console.print(
+        f"{m['protocol']} ({m['route']} BN): val SA {m['val/standard_acc']:.3f} "
+        f"RA {m['val/robust_acc']:.3f}; "
+        f"test SA {m['eval/standard_acc']:.3f} RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, "
+        f"eps {m['eval/eps']}); {args.out}/metrics.json"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.markup import escape
+
+    from acl_ray.evaluate import evaluate_checkpoint
+
+    m = evaluate_checkpoint(args.checkpoint, args.attack, args.eps, parse_set(args.overrides), args.checks)
+    attack = "autoattack" if m["eval/attack"].startswith("autoattack") else "pgd"
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"evaluate_{attack}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    console.print(
+        f"test SA {m['eval/standard_acc']:.3f}  RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, eps "
+        f"{m['eval/eps']})  PGD RA {m['eval/pgd_robust_acc']:.3f}; {out}/metrics.json"
+    )
+    for w in m["eval/warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
+    return 0
+
+
+def _set_arg(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override one field, e.g. --set {example} (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +116,32 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--out", required=True, help="run directory (config.yaml, metrics.jsonl, checkpoint.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    ray_group = p.add_argument_group("Ray Train (runs in-process when --workers is not given)")
+    ray_group.add_argument("--workers", type=int, help="number of DDP workers under Ray Train")
+    ray_group.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU)")
+    ray_group.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
+    ray_group.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    ray_group.add_argument(
+        "--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint"
+    )
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="SLF / ALF / AFF finetuning + PGD evaluation")
+    p.add_argument("--checkpoint", required=True, help="pre-training run directory (or its checkpoint.pt)")
+    p.add_argument("--protocol", required=True, help="slf | alf | aff")
+    p.add_argument("--out", required=True, help="new directory for metrics.json, checkpoint.pt, config.yaml")
+    p.add_argument("--route", help="BN route kept: auto (adv when present) | clean | adv")
+    _set_arg(p, "finetune.epochs=20 or eval.eps=0.05")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="robust accuracy of a finetuned classifier (PGD or AutoAttack)")
+    p.add_argument("--checkpoint", required=True, help="finetune output directory (or its checkpoint.pt)")
+    p.add_argument("--attack", help="pgd | autoattack (default: the classifier's eval.attack)")
+    p.add_argument("--eps", type=float, help="L-inf radius in (0, 1] pixels (default: its eval.eps)")
+    p.add_argument("--checks", type=int, default=200, help="test points for the masking checks (0 = none)")
+    p.add_argument("--out", help="directory for metrics.json (default: CHECKPOINT/evaluate_<attack>)")
+    _set_arg(p, "eval.steps=50 or eval.aa_version=standard")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -19,7 +21,9 @@ def _gather_with_grad(z: torch.Tensor) -> tuple[torch.Tensor, int]:
         return z, 0
     from torch.distributed.nn.functional import all_gather
 
-    parts = all_gather(z)  # world_size x (n, d), differentiable
+    with warnings.catch_warnings():  # deprecated in favour of a private module; still the public one
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        parts = all_gather(z)  # world_size x (n, d), differentiable
     return torch.cat(parts, dim=0), dist.get_rank() * z.shape[0]
 
 

@@ -37,8 +37,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def set_threads(threads: int) -> int:
-    """Use ``threads`` CPU threads, or as many as this process may run on (its Ray allotment)."""
-    n = threads or len(os.sched_getaffinity(0))
+    """Use ``threads`` CPU threads, or the CPUs this process was given.
+
+    Ray sets ``OMP_NUM_THREADS`` in each worker to its CPU allotment; outside Ray the CPU
+    affinity mask is used. Oversubscribing two cores made steps 3-20x slower (DESIGN.md).
+    """
+    n = threads or int(os.environ.get("OMP_NUM_THREADS", "0")) or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
     return n
 
@@ -103,6 +107,7 @@ class Pretrainer:
         self.spec = spec_for(cfg.data, cfg.data.name)
         self.gather = world_size > 1
         self.epoch = 0  # completed epochs
+        self.history: list[dict[str, float]] = []  # metric rows of completed epochs, saved in checkpoints
 
     def signature(self) -> dict[str, Any]:
         """What must match for a checkpoint to load into this model."""
@@ -156,13 +161,15 @@ class Pretrainer:
             loss /= self.world_size
         elapsed = time.perf_counter() - start
         self.epoch += 1
-        return {
+        row = {
             "epoch": self.epoch,
             "train/loss": float(loss.item()),
             "train/lr": float(self.scheduler.get_last_lr()[0]),
             "time/train_s": elapsed,
             "train/images_per_s": len(batches) * self.cfg.data.batch_size / max(elapsed, 1e-9),
         }
+        self.history.append(row)
+        return row
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +177,7 @@ class Pretrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
+            "history": self.history,
             "config": self.cfg.to_dict(),
             "signature": self.signature(),
         }
@@ -180,3 +188,4 @@ class Pretrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
