@@ -109,6 +109,21 @@ def _set_arg(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from acl_ray.sweep import resume_sweep, run_sweep
+    from acl_ray.sweep_config import load_sweep
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise ValueError("--resume continues a sweep as it was saved: drop --config / --set")
+        resume_sweep(args.resume, args.address)
+        return 0
+    if not args.out:
+        raise ValueError("--out is required for a new sweep (or pass --resume DIR)")
+    run_sweep(load_sweep(args.config, args.overrides), args.out, args.address)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acl-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="directory for metrics.json (default: CHECKPOINT/evaluate_<attack>)")
     _set_arg(p, "eval.steps=50 or eval.aa_version=standard")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="Ray Tune + Optuna sweep over ACL's knobs (robust accuracy per trial)")
+    p.add_argument("--config", help="sweep YAML (sections base, space, sweep, proxy, final)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="e.g. --set sweep.num_samples=8 --set attack.eps=0.05 --set final.protocol=alf",
+    )
+    p.add_argument("--out", help="sweep folder (new), or the sweep to continue with --resume")
+    p.add_argument("--resume", metavar="DIR", help="continue a killed sweep in DIR")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=False, highlight=False)
+# Off a terminal (logs, CI) rich would wrap tables at 80 columns.
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def is_main_process() -> bool:

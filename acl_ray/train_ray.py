@@ -24,7 +24,7 @@ from torch import nn
 from acl_ray.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from acl_ray.config import Config
 from acl_ray.console import log
-from acl_ray.data import load_datasets
+from acl_ray.data import Datasets, load_datasets
 from acl_ray.models.sync_bn import convert_sync_bn
 from acl_ray.pretrain import Pretrainer, set_threads
 from acl_ray.rundir import METRICS, append_metrics, prepare_run_dir, truncate_metrics
@@ -33,9 +33,11 @@ from acl_ray.rundir import METRICS, append_metrics, prepare_run_dir, truncate_me
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: rebuild and validate the config, then train epochs and report each one.
 
-    ``config``: ``{"acl": Config.to_dict(), "metrics_path": str | None}``. Rank 0 appends each
-    epoch's row to ``metrics_path`` (a local run directory) as it goes; every row is also kept in
-    the checkpoint, which is what a restarted worker group resumes from.
+    ``config``: ``{"acl": Config.to_dict(), "metrics_path": str | None, "eval": dict | None}``.
+    Rank 0 appends each epoch's row to ``metrics_path`` (a local run directory) as it goes; every
+    row is also kept in the checkpoint, which is what a restarted worker group resumes from.
+    With ``eval`` (sweeps), rank 0 adds the robust-accuracy proxy every ``proxy_every`` epochs and
+    the full protocol (``final``: a FinetuneConfig dict) to the last epoch's row.
     """
     cfg = Config.from_dict(config["acl"])
     ctx = ray.train.get_context()
@@ -48,7 +50,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model = convert_sync_bn(model, device)  # both routes; converts in place
         return ray.train.torch.prepare_model(model)  # [Ray] DDP (gloo on CPU, NCCL on GPU)
 
-    trainer = Pretrainer(cfg, load_datasets(cfg.data), device, rank, world, wrap)
+    data = load_datasets(cfg.data)
+    trainer = Pretrainer(cfg, data, device, rank, world, wrap)
+    evals = config.get("eval") or {}
     checkpoint = ray.train.get_checkpoint()  # [Ray] set after a worker failure or on resume
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -58,8 +62,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         truncate_metrics(Path(metrics_path).parent, trainer.epoch)
     while trainer.epoch < cfg.run.epochs:
         row = {**trainer.train_epoch(), "worker/pid": os.getpid(), "workers": world}
-        trainer.history[-1] = row
         last = trainer.epoch == cfg.run.epochs
+        if rank == 0 and evals:
+            row.update(_evaluate(trainer, data, evals, last))
+        trainer.history[-1] = row
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0 and (trainer.epoch % cfg.run.checkpoint_every == 0 or last):
@@ -68,6 +74,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(row, checkpoint=ckpt)  # [Ray] a barrier: every rank calls it
         if rank == 0 and metrics_path:  # after report: a row on disk has its checkpoint persisted
             append_metrics(Path(metrics_path).parent, row)
+
+
+def _evaluate(trainer: Pretrainer, data: Datasets, evals: dict[str, Any], last: bool) -> dict[str, Any]:
+    """Proxy (and, at the last epoch, the full protocol) on rank 0's copy of the encoder."""
+    from acl_ray.final_eval import final_eval
+    from acl_ray.finetune import FinetuneConfig
+    from acl_ray.proxy import ProxyConfig, proxy_eval
+
+    out: dict[str, Any] = {}
+    if last or trainer.epoch % int(evals.get("proxy_every", 1)) == 0:
+        out.update(proxy_eval(trainer.encoder, data, ProxyConfig(**evals["proxy"]), trainer.cfg.run.seed))
+    if last and evals.get("final"):
+        ft = FinetuneConfig.from_dict(evals["final"])
+        out.update(final_eval(trainer.state_dict(), data, ft, trainer.device))
+    return out
 
 
 def check_request(workers: int, cpus_per_worker: float, gpus_per_worker: float, batch_size: int) -> None:
@@ -101,7 +122,9 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count())
+        # TRAIN_DRIVER: a logical resource for sweep trial drivers, which only wait on their
+        # TorchTrainer; it keeps them from taking the CPUs the workers need (as on cluster.yaml's head).
+        ray.init(num_cpus=num_cpus or os.cpu_count(), resources={"TRAIN_DRIVER": 64})
     return True
 
 
