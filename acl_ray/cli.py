@@ -109,6 +109,21 @@ def _set_arg(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def cmd_semisup(args: argparse.Namespace) -> int:
+    from acl_ray.semisup import SemisupConfig, semisup
+
+    values = parse_set(args.overrides)
+    if args.label_fraction is not None:
+        values["semisup.label_fraction"] = args.label_fraction
+    m = semisup(args.checkpoint, SemisupConfig().override(values), args.out)
+    console.print(
+        f"semisup ({m['semisup/labelled']} labelled): teacher test SA {m['teacher/standard_acc']:.3f}; "
+        f"test SA {m['eval/standard_acc']:.3f} RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, "
+        f"eps {m['eval/eps']}); {args.out}/metrics.json"
+    )
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from acl_ray.sweep import resume_sweep, run_sweep
     from acl_ray.sweep_config import load_sweep
@@ -121,6 +136,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out is required for a new sweep (or pass --resume DIR)")
     run_sweep(load_sweep(args.config, args.overrides), args.out, args.address)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from acl_ray.analyze import analyze
+
+    analyze(args.dir, args.select, args.metric, args.min_standard_acc)
     return 0
 
 
@@ -158,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     _set_arg(p, "eval.steps=50 or eval.aa_version=standard")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("semisup", help="semi-supervised robust finetuning: clean teacher, TRADES + KD")
+    p.add_argument("--checkpoint", required=True, help="pre-training run directory (or its checkpoint.pt)")
+    p.add_argument("--out", required=True, help="new directory for metrics.json, checkpoint.pt, config.yaml")
+    p.add_argument("--label-fraction", type=float, help="share of the training split with labels, in (0, 1]")
+    _set_arg(p, "semisup.epochs=5 or eval.eps=0.05")
+    p.set_defaults(func=cmd_semisup)
+
     p = sub.add_parser("sweep", help="Ray Tune + Optuna sweep over ACL's knobs (robust accuracy per trial)")
     p.add_argument("--config", help="sweep YAML (sections base, space, sweep, proxy, final)")
     p.add_argument(
@@ -168,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue a killed sweep in DIR")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("analyze", help="offline sweep analysis: Parquet tables, Pareto plots, best config")
+    p.add_argument("dir", help="sweep folder (finished, failed or killed); writes DIR/analysis/")
+    p.add_argument("--select", default="best", help="best | knee | min-sa: the trial best_config.yaml holds")
+    p.add_argument("--min-standard-acc", type=float, help="min-sa: the lowest standard accuracy accepted")
+    p.add_argument("--metric", default="val/robust_acc", help="val|eval|proxy / robust_acc|standard_acc")
+    p.set_defaults(func=cmd_analyze, overrides=[])
     return parser
 
 
