@@ -13,14 +13,7 @@ from acl_ray.console import console
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file overriding the defaults (same keys as config.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one field, e.g. --set attack.eps=0.05 (repeatable)",
-    )
+    _set_arg(p, "attack.eps=0.05")
 
 
 def _resolve(args: argparse.Namespace) -> Config:
@@ -189,10 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="Ray Tune + Optuna sweep over ACL's knobs (robust accuracy per trial)")
     p.add_argument("--config", help="sweep YAML (sections base, space, sweep, proxy, final)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="e.g. --set sweep.num_samples=8 --set attack.eps=0.05 --set final.protocol=alf",
-    )
+    _set_arg(p, "sweep.num_samples=8, attack.eps=0.05 or final.protocol=alf")
     p.add_argument("--out", help="sweep folder (new), or the sweep to continue with --resume")
     p.add_argument("--resume", metavar="DIR", help="continue a killed sweep in DIR")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
