@@ -121,7 +121,7 @@ class Pretrainer:
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """One optimiser step on the images at ``idx``; returns the loss, still on the device."""
-        x = self.images[idx.to(self.device)].float() / 255  # (n, C, H, W) in [0, 1]
+        x = self.images[idx].float() / 255  # (n, C, H, W) in [0, 1]
         if self.device.type == "cuda" and self.cfg.run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x1, x2 = two_views(x, self.spec, self.aug_gen)
@@ -144,6 +144,7 @@ class Pretrainer:
         batches = order[: self.steps_per_epoch * self.local_batch].view(
             self.steps_per_epoch, self.local_batch
         )
+        batches = batches.to(self.device)  # one host-to-device copy per epoch, none per step
         total = torch.zeros((), device=self.device)
         start = time.perf_counter()
         with progress_bar(show_progress) as bar:

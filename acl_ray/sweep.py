@@ -26,6 +26,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from acl_ray.config import Config
+from acl_ray.console import log
 from acl_ray.data import load_datasets
 from acl_ray.space import paper_point, to_tune, validate_space
 from acl_ray.sweep_config import SWEEP_FILE, Sweep
@@ -67,12 +68,25 @@ def trial_resources(s: Sweep) -> tuple[dict[str, float], dict[str, float]]:
     return driver, need
 
 
+def experiment_path(s: Sweep, out: Path) -> str:
+    """Where Tune keeps the experiment: ``out`` itself, or ``sweep.storage/<out name>`` (S3, NFS)."""
+    return f"{s.sweep.storage.rstrip('/')}/{out.name}" if s.sweep.storage else str(out)
+
+
 def concurrency(s: Sweep) -> int:
-    """Trials that fit at once; raises when not even one fits (the sweep would wait forever)."""
+    """Trials that fit at once; raises when not even one fits (the sweep would wait forever).
+
+    On an autoscaling cluster whose GPU nodes are not up yet, ``sweep.max_concurrent`` is trusted.
+    """
     have = ray.cluster_resources()
     _, need = trial_resources(s)
     fits = [math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
     n = min(fits)
+    if n < 1 and s.sweep.max_concurrent:
+        log(
+            f"the cluster has no room for a trial yet; trusting sweep.max_concurrent={s.sweep.max_concurrent}"
+        )
+        return min(s.sweep.max_concurrent, s.sweep.num_samples)
     if n < 1:
         missing = ", ".join(f"{v:g} {k} (cluster has {have.get(k, 0):g})" for k, v in need.items() if v > 0)
         raise ValueError(f"A trial needs {missing}: lower sweep.workers / cpus_per_worker / gpus_per_worker")
@@ -127,11 +141,11 @@ def build_searcher(s: Sweep) -> OptunaSearch:
 
 def build_tuner(s: Sweep, out: Path, restore: bool = False) -> ray.tune.Tuner:
     sw = s.sweep
-    storage = sw.storage.rstrip("/") + "/" + out.name if sw.storage else str(out)
+    storage = experiment_path(s, out)
     driver, _ = trial_resources(s)
     trainable = ray.tune.with_resources(make_driver(s.to_dict(), storage), driver)
     if restore:
-        return ray.tune.Tuner.restore(str(out), trainable, resume_unfinished=True, resume_errored=True)
+        return ray.tune.Tuner.restore(storage, trainable, resume_unfinished=True, resume_errored=True)
     scheduler: Any = FIFOScheduler()
     if sw.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -184,11 +198,13 @@ def run_sweep(s: Sweep, out: str | Path, address: str | None = None) -> list[dic
 def resume_sweep(out: str | Path, address: str | None = None) -> list[dict[str, Any]]:
     """Continue a killed sweep: finished trials are kept, unfinished ones resume from checkpoints."""
     out = Path(out).resolve()
-    if not (out / SWEEP_FILE).is_file() or not ray.tune.Tuner.can_restore(str(out)):
-        raise ValueError(f"{str(out)!r} is not a sweep folder (no {SWEEP_FILE} / Tune experiment state)")
+    if not (out / SWEEP_FILE).is_file():
+        raise ValueError(f"{str(out)!r} is not a sweep folder (no {SWEEP_FILE})")
     from acl_ray.sweep_config import load_sweep
 
     s = load_sweep(out / SWEEP_FILE)
+    if not ray.tune.Tuner.can_restore(experiment_path(s, out)):
+        raise ValueError(f"{str(out)!r} is not a sweep folder (no Tune experiment state)")
     started = ensure_ray(address)
     try:
         build_tuner(s, out, restore=True).fit()
@@ -202,7 +218,7 @@ def summarize(s: Sweep, out: Path) -> list[dict[str, Any]]:
     """One row per trial (final protocol for every trial), written to ``out/summary.json``."""
     from acl_ray.sweep_report import complete_missing, print_summary, trial_rows
 
-    rows = complete_missing(s, out, trial_rows(out, list(s.space)))
+    rows = complete_missing(s, out, trial_rows(out, list(s.space), experiment_path(s, out)))
     best = max(
         (r for r in rows if r.get("val/robust_acc") is not None),
         key=lambda r: r["val/robust_acc"],

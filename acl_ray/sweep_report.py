@@ -87,12 +87,12 @@ class TrialTable(ray.tune.Callback):
             self.live.stop()
 
 
-def trial_rows(out: Path, keys: list[str]) -> list[dict[str, Any]]:
-    """One row per trial from the Tune experiment in ``out``: config, last metrics, status."""
+def trial_rows(out: Path, keys: list[str], experiment: str | None = None) -> list[dict[str, Any]]:
+    """One row per trial from the Tune experiment (in ``out``, or at ``experiment``: S3, NFS)."""
     from acl_ray.sweep_config import load_sweep
 
     s = load_sweep(out / "sweep.yaml")
-    analysis = ray.tune.ExperimentAnalysis(str(out))
+    analysis = ray.tune.ExperimentAnalysis(experiment or str(out))
     rows = []
     # In creation order: Tune's experiment tag starts with the trial's running number.
     ordered = sorted(analysis.trials, key=lambda t: int(str(t.experiment_tag).split("_")[0] or 0))
@@ -121,6 +121,8 @@ def trial_rows(out: Path, keys: list[str]) -> list[dict[str, Any]]:
 
 
 def _posthoc(checkpoint_path: str, final: dict[str, Any], data_cfg: dict[str, Any]) -> dict[str, Any]:
+    from ray.train import Checkpoint
+
     from acl_ray.checkpoint import load_checkpoint
     from acl_ray.config import DataConfig
     from acl_ray.data import load_datasets
@@ -130,8 +132,13 @@ def _posthoc(checkpoint_path: str, final: dict[str, Any], data_cfg: dict[str, An
 
     set_threads(0)
     device = resolve_device("auto")
-    state = load_checkpoint(checkpoint_path, map_location=device)
+    with Checkpoint(checkpoint_path).as_directory() as d:  # local folder, S3 or GCS
+        state = load_checkpoint(d, map_location=device)
     return final_eval(state, load_datasets(DataConfig(**data_cfg)), FinetuneConfig.from_dict(final), device)
+
+
+def _reachable(path: str) -> bool:
+    return "://" in path or Path(path).exists()  # remote checkpoints are checked when loaded
 
 
 def complete_missing(s: Any, out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -142,7 +149,7 @@ def complete_missing(s: Any, out: Path, rows: list[dict[str, Any]]) -> list[dict
         path = cache / f"{r['trial_id']}.json"
         if r["eval/source"] is None and path.exists():
             r.update(json.loads(path.read_text()), **{"eval/source": "posthoc"})
-        elif r["eval/source"] is None and r["checkpoint_path"] and Path(r["checkpoint_path"]).exists():
+        elif r["eval/source"] is None and r["checkpoint_path"] and _reachable(r["checkpoint_path"]):
             todo.append(r)
     if todo:
         if not ray.is_initialized():
