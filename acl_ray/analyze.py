@@ -155,7 +155,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def load_trials(folder: Path, s: Sweep) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of trials.parquet and epochs.parquet (as dicts keyed by the schemas' column names)."""
-    from acl_ray.space import paper_point
+    from acl_ray.sweep_space import paper_point
 
     sw = s.sweep
     per_worker = sw.gpus_per_worker if sw.gpus_per_worker > 0 else sw.cpus_per_worker

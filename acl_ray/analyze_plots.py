@@ -135,7 +135,7 @@ def importance(s: Sweep, rows: list[dict[str, Any]], metric: str) -> tuple[list[
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists: dict[str, od.BaseDistribution] = {}
-    for key, spec in s.space.items():  # the same spec acl_ray.space.to_tune turns into Tune domains
+    for key, spec in s.space.items():  # the same spec acl_ray.sweep_space.to_tune turns into Tune domains
         kind, args = next(iter(spec.items()))
         if kind == "int":
             dists[key] = od.IntDistribution(int(args[0]), int(args[1]))

@@ -28,9 +28,9 @@ from ray.tune.search.optuna import OptunaSearch
 from acl_ray.config import Config
 from acl_ray.console import log
 from acl_ray.data import load_datasets
-from acl_ray.space import paper_point, to_tune, validate_space
 from acl_ray.sweep_config import SWEEP_FILE, Sweep
 from acl_ray.sweep_report import TrialTable
+from acl_ray.sweep_space import paper_point, to_tune, validate_space
 from acl_ray.train_ray import ensure_ray, train_loop_per_worker
 
 PROXY_METRIC = "proxy/robust_acc"

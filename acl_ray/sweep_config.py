@@ -3,7 +3,7 @@
 A sweep file is YAML with up to five sections; every one is optional::
 
     base:   {attack: {eps: 0.1}, run: {epochs: 20}}   # the ACL config every trial starts from
-    space:  {attack.steps: {int: [1, 5]}, ...}        # acl_ray.space; default per dataset
+    space:  {attack.steps: {int: [1, 5]}, ...}        # acl_ray.sweep_space; default per dataset
     sweep:  {num_samples: 10, searcher: tpe, ...}     # SweepConfig below
     proxy:  {train_size: 600, ...}                    # acl_ray.proxy.ProxyConfig (per epoch)
     final:  {protocol: slf, eval: {eps: 0.1}}         # acl_ray.finetune.FinetuneConfig (at the end)
@@ -26,7 +26,7 @@ import yaml
 from acl_ray.config import Config, _check, _choice, _coerce, parse_set
 from acl_ray.finetune import FinetuneConfig
 from acl_ray.proxy import ProxyConfig
-from acl_ray.space import default_space
+from acl_ray.sweep_space import default_space
 
 SEARCHERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")

@@ -24,8 +24,8 @@ import torch
 from acl_ray.data import load_datasets
 from acl_ray.final_eval import final_eval
 from acl_ray.pretrain import Pretrainer, set_threads
-from acl_ray.space import paper_point
 from acl_ray.sweep_config import load_sweep
+from acl_ray.sweep_space import paper_point
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sweep_digits.yaml"
 

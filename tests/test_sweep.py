@@ -7,8 +7,8 @@ import yaml
 
 from acl_ray.cli import main
 from acl_ray.config import Config, load_config
-from acl_ray.space import paper_point, to_tune, validate_space
 from acl_ray.sweep_config import Sweep, load_sweep
+from acl_ray.sweep_space import paper_point, to_tune, validate_space
 
 SMALL = {
     "base": {"data": {"name": "synthetic", "synthetic_size": 300, "batch_size": 32}, "run": {"epochs": 3}},
