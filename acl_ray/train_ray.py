@@ -57,6 +57,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(load_checkpoint(Path(d), map_location=device), str(d))
+            if trainer.epoch >= cfg.run.epochs and trainer.history:
+                # Already complete (e.g. a sweep killed after this trial's last report but before
+                # Tune saved it as finished): report the final row again, train nothing.
+                ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
+                ray.train.report(trainer.history[-1], checkpoint=ckpt)
     metrics_path = config.get("metrics_path")
     if rank == 0 and metrics_path:
         truncate_metrics(Path(metrics_path).parent, trainer.epoch)

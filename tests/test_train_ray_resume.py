@@ -49,3 +49,8 @@ def test_stopped_run_resumes_to_the_end(tmp_path) -> None:
     assert [r["epoch"] for r in final] == [1, 2, 3, 4, 5, 6]
     assert final[0] == stopped[0]  # epochs finished before the stop are kept as written
     assert final[-1]["worker/pid"] != stopped[0]["worker/pid"]
+
+    # Resuming a finished run trains nothing: its final row is reported again, metrics unchanged.
+    again = subprocess.run(cli(out, "--resume"), capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert rows(out) == final
