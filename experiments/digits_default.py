@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from acl_ray.cli import main as acl_ray
+from _common import run, sets
 
 # Smoke: the same two commands on a tiny synthetic set (140 training images), 1 epoch, 1 thread.
 TINY = ["data.name=synthetic", "data.synthetic_size=200"]
 SMOKE_PRETRAIN = [*TINY, "data.batch_size=32", "run.epochs=1", "attack.steps=1", "run.threads=1",
                   "run.progress=false"]
 SMOKE_FINETUNE = ["finetune.epochs=1", "finetune.threads=1", "eval.steps=2"]
-
-
-def run(argv: list[str]) -> None:
-    print("acl-ray " + " ".join(argv), flush=True)
-    if acl_ray(argv) != 0:
-        sys.exit(f"failed: acl-ray {' '.join(argv)}")
-
-
-def sets(values: list[str]) -> list[str]:
-    return [a for v in values for a in ("--set", v)]
 
 
 def main() -> None:

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from acl_ray.cli import main as acl_ray
+from _common import run, sets
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "configs" / "paper_cifar10.yaml"
@@ -42,16 +41,6 @@ SMOKE_PRETRAIN = [
 ]
 SMOKE_FINETUNE = ["finetune.epochs=1", "finetune.train_steps=1", "finetune.threads=1", "eval.steps=2"]
 SMOKE_AA = ["eval.aa_version=fast"]
-
-
-def run(argv: list[str]) -> None:
-    print("acl-ray " + " ".join(argv), flush=True)
-    if acl_ray(argv) != 0:
-        sys.exit(f"failed: acl-ray {' '.join(argv)}")
-
-
-def sets(values: list[str]) -> list[str]:
-    return [a for v in values for a in ("--set", v)]
 
 
 def main() -> None:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from acl_ray.cli import main as acl_ray
+from _common import run, sets
 
 SMOKE_PRETRAIN = [
     "data.name=synthetic", "data.synthetic_size=200", "data.batch_size=32", "run.epochs=1",
@@ -29,16 +28,6 @@ SMOKE_SEMISUP = [
     "semisup.teacher_epochs=1", "semisup.epochs=1", "semisup.train_steps=1", "semisup.threads=1",
     "eval.steps=2",
 ]
-
-
-def run(argv: list[str]) -> None:
-    print("acl-ray " + " ".join(argv), flush=True)
-    if acl_ray(argv) != 0:
-        sys.exit(f"failed: acl-ray {' '.join(argv)}")
-
-
-def sets(values: list[str]) -> list[str]:
-    return [a for v in values for a in ("--set", v)]
 
 
 def main() -> None:
