@@ -15,16 +15,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from acl_ray.attacks import cw_margin, frozen_state, pgd_classifier
-from acl_ray.config import _check, _choice
+from acl_ray.config import _check, _choice, _coerce
 from acl_ray.data import load_datasets
 from acl_ray.pretrain import resolve_device, set_threads
 
@@ -69,6 +70,42 @@ class EvalConfig:
     @property
     def step_size(self) -> float:
         return self.alpha if self.alpha > 0 else self.eps / 4
+
+
+T = TypeVar("T")
+
+
+def with_eval_to_dict(cfg: Any) -> dict[str, Any]:
+    """``asdict`` of a config holding an ``eval: EvalConfig`` field, YAML and weights_only-friendly."""
+    d = dataclasses.asdict(cfg)
+    d["eval"]["losses"] = list(cfg.eval.losses)
+    return d
+
+
+def with_eval_override(cfg: T, section: str, values: Mapping[str, Any]) -> T:
+    """Copy of ``cfg`` (fields + ``eval: EvalConfig``) with ``<section>.<field>`` / ``eval.<field>``
+    values replaced, typed like config.py; ``<section>.eval.<field>`` addresses the eval section too.
+    """
+    kw: dict[str, dict[str, Any]] = {section: {}, "eval": {}}
+    for key, value in values.items():
+        sec, _, name = key.partition(".")
+        if sec == section and name.startswith("eval."):
+            sec, name = "eval", name[5:]
+        cls: Any = {section: type(cfg), "eval": EvalConfig}.get(sec)
+        if cls is None or name not in {f.name for f in dataclasses.fields(cls)} or name == "eval":
+            allowed = [f"{section}.{f.name}" for f in dataclasses.fields(cfg) if f.name != "eval"]  # type: ignore[arg-type]
+            allowed += [f"eval.{f.name}" for f in dataclasses.fields(EvalConfig)]
+            raise ValueError(f"Unknown {section} key {key!r}: keys are {', '.join(allowed)}")
+        tp = typing.get_type_hints(cls)[name]
+        kw[sec][name] = value if typing.get_origin(tp) is tuple else _coerce(key, value, tp)
+    ev = dataclasses.replace(cfg.eval, **kw["eval"])  # type: ignore[attr-defined]
+    return dataclasses.replace(cfg, **kw[section], eval=ev)  # type: ignore[type-var]
+
+
+def with_eval_from_dict(cls: type[T], section: str, d: Mapping[str, Any]) -> T:
+    flat = {f"{section}.{k}": v for k, v in d.items() if k != "eval"}
+    flat.update({f"eval.{k}": v for k, v in (d.get("eval") or {}).items()})
+    return with_eval_override(cls(), section, flat)
 
 
 @torch.no_grad()

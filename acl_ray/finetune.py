@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import json
 import time
-import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,17 @@ from torch import nn
 
 from acl_ray.attacks import frozen_state, pgd_classifier
 from acl_ray.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from acl_ray.config import Config, _check, _choice, _coerce
+from acl_ray.config import Config, _check, _choice
 from acl_ray.data import DatasetInfo, Split, load_datasets
-from acl_ray.evaluate import EvalConfig, accuracy, pgd_name, robust_accuracy
+from acl_ray.evaluate import (
+    EvalConfig,
+    accuracy,
+    pgd_name,
+    robust_accuracy,
+    with_eval_from_dict,
+    with_eval_override,
+    with_eval_to_dict,
+)
 from acl_ray.losses_trades import trades_loss
 from acl_ray.models import Encoder
 from acl_ray.pretrain import Pretrainer, resolve_device, set_threads
@@ -90,33 +97,15 @@ class FinetuneConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["eval"]["losses"] = list(self.eval.losses)  # YAML and weights_only-friendly
-        return d
+        return with_eval_to_dict(self)
 
     def override(self, values: Mapping[str, Any]) -> FinetuneConfig:
         """Copy with ``finetune.<field>`` / ``eval.<field>`` values replaced (typed like config.py)."""
-        kw: dict[str, dict[str, Any]] = {"finetune": {}, "eval": {}}
-        for key, value in values.items():
-            section, _, name = key.partition(".")
-            if section == "finetune" and name.startswith("eval."):
-                section, name = "eval", name[5:]
-            cls = {"finetune": FinetuneConfig, "eval": EvalConfig}.get(section)
-            hints = typing.get_type_hints(cls) if cls else {}
-            if cls is None or name not in {f.name for f in dataclasses.fields(cls)} or name == "eval":
-                allowed = [f"finetune.{f.name}" for f in dataclasses.fields(FinetuneConfig)][:-1]
-                allowed += [f"eval.{f.name}" for f in dataclasses.fields(EvalConfig)]
-                raise ValueError(f"Unknown finetune key {key!r}: keys are {', '.join(allowed)}")
-            tp = hints[name]
-            kw[section][name] = value if typing.get_origin(tp) is tuple else _coerce(key, value, tp)
-        ev = dataclasses.replace(self.eval, **kw["eval"])
-        return dataclasses.replace(self, **kw["finetune"], eval=ev)
+        return with_eval_override(self, "finetune", values)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FinetuneConfig:
-        flat = {f"finetune.{k}": v for k, v in d.items() if k != "eval"}
-        flat.update({f"eval.{k}": v for k, v in (d.get("eval") or {}).items()})
-        return cls().override(flat)
+        return with_eval_from_dict(cls, "finetune", d)
 
 
 class Classifier(nn.Module):

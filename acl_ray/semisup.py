@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import time
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,17 @@ import yaml
 
 from acl_ray.attacks import frozen_state, pgd_classifier
 from acl_ray.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from acl_ray.config import Config, _check, _choice, _coerce
+from acl_ray.config import Config, _check, _choice
 from acl_ray.data import load_datasets
-from acl_ray.evaluate import EvalConfig, accuracy, pgd_name, robust_accuracy
+from acl_ray.evaluate import (
+    EvalConfig,
+    accuracy,
+    pgd_name,
+    robust_accuracy,
+    with_eval_from_dict,
+    with_eval_override,
+    with_eval_to_dict,
+)
 from acl_ray.finetune import METRICS, Classifier, FinetuneConfig, _encoder, resolve_route, split_tensors
 from acl_ray.pretrain import resolve_device, set_threads
 
@@ -86,29 +93,15 @@ class SemisupConfig:
                f"in [0, batch_size={self.batch_size}] (0 = proportional)", self.labelled_batch)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["eval"]["losses"] = list(self.eval.losses)  # YAML and weights_only-friendly
-        return d
+        return with_eval_to_dict(self)
 
     def override(self, values: Mapping[str, Any]) -> SemisupConfig:
         """Copy with ``semisup.<field>`` / ``eval.<field>`` values replaced (typed like config.py)."""
-        kw: dict[str, dict[str, Any]] = {"semisup": {}, "eval": {}}
-        for key, value in values.items():
-            section, _, name = key.partition(".")
-            cls = {"semisup": SemisupConfig, "eval": EvalConfig}.get(section)
-            if cls is None or name not in {f.name for f in dataclasses.fields(cls)} or name == "eval":
-                allowed = [f"semisup.{f.name}" for f in dataclasses.fields(SemisupConfig)][:-1]
-                allowed += [f"eval.{f.name}" for f in dataclasses.fields(EvalConfig)]
-                raise ValueError(f"Unknown semisup key {key!r}: keys are {', '.join(allowed)}")
-            tp = typing.get_type_hints(cls)[name]
-            kw[section][name] = value if typing.get_origin(tp) is tuple else _coerce(key, value, tp)
-        return dataclasses.replace(self, **kw["semisup"], eval=dataclasses.replace(self.eval, **kw["eval"]))
+        return with_eval_override(self, "semisup", values)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SemisupConfig:
-        flat = {f"semisup.{k}": v for k, v in d.items() if k != "eval"}
-        flat.update({f"eval.{k}": v for k, v in (d.get("eval") or {}).items()})
-        return cls().override(flat)
+        return with_eval_from_dict(cls, "semisup", d)
 
 
 def labelled_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
