@@ -111,13 +111,22 @@ def with_eval_from_dict(cls: type[T], section: str, d: Mapping[str, Any]) -> T:
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Predicted classes in eval mode. Shape: (N, C, H, W) -> (N,)."""
+    if len(x) == 0:  # a legal subset (no clean-correct point left to attack): nothing to run
+        return torch.empty(0, dtype=torch.long, device=x.device)
     with frozen_state(model):
-        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])  # (N,)
+
+
+def _share(mask: torch.Tensor) -> float:
+    """Mean of a boolean mask; an empty split is an error, never a silent nan."""
+    if len(mask) == 0:
+        raise ValueError("Cannot measure accuracy on 0 images: the split or subset is empty")
+    return float(mask.float().mean().item())
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Standard (clean) accuracy. Shape: x (N, C, H, W) in [0, 1], y (N,)."""
-    return float((predict(model, x, batch_size) == y).float().mean().item())
+    return _share(predict(model, x, batch_size) == y)
 
 
 def robust_mask(
@@ -138,6 +147,8 @@ def robust_mask(
     """
     robust = predict(model, x, cfg.batch_size) == y  # (N,)
     idx = robust.nonzero().squeeze(1)  # (M,) attacked points
+    if len(idx) == 0:  # no point is classified correctly: none can be robust
+        return robust
     for restart in range(cfg.restarts):
         for loss in cfg.losses:
             seed = cfg.seed + 1000 * restart + LOSSES.index(loss)
@@ -157,7 +168,7 @@ def robust_accuracy(
     generator: torch.Generator | None = None,
 ) -> float:
     """Share of points that survive PGD with every loss in ``cfg.losses`` and every restart."""
-    return float(robust_mask(model, x, y, cfg, generator).float().mean().item())
+    return _share(robust_mask(model, x, y, cfg, generator))
 
 
 def _autoattack_cls() -> type:

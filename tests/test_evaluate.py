@@ -193,3 +193,41 @@ def test_autoattack_rejects_bad_eps(clean_model, digits) -> None:
     _, _, x, y = digits
     with pytest.raises(ValueError, match="eval.eps"):
         autoattack_accuracy(clean_model, x[:5], y[:5], 1.5, 10)
+
+
+class Constant(nn.Module):
+    """Built to be wrong or right on purpose: always predicts ``cls`` (its logits do not depend on x)."""
+
+    def __init__(self, cls: int, k: int = 10) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(F.one_hot(torch.tensor(cls), k).float() * 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(len(x), -1) + 0 * x.flatten(1).sum(1, keepdim=True)  # (N, K)
+
+
+@pytest.mark.parametrize("n", [1, 7])
+@pytest.mark.parametrize("batch", [1, 3, 1000])  # 1000: larger than the split
+def test_degenerate_classifiers_never_crash(n, batch) -> None:
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(n))
+    y = torch.full((n,), 3)  # a single class
+    cfg = EvalConfig(eps=0.1, steps=2, batch_size=batch, restarts=2)
+    wrong, right = Constant(5), Constant(3)
+    assert accuracy(wrong, x, y, batch) == 0.0 and robust_accuracy(wrong, x, y, cfg) == 0.0
+    assert robust_mask(wrong, x, y, cfg).tolist() == [False] * n
+    # Logits that ignore x: every attack fails, every point stays robust.
+    assert accuracy(right, x, y, batch) == 1.0 and robust_accuracy(right, x, y, cfg) == 1.0
+    assert masking_checks(wrong, x, y, cfg) == [w for w in masking_checks(wrong, x, y, cfg) if "zero" in w]
+
+
+def test_empty_split_is_a_clear_error() -> None:
+    x, y = torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.long)
+    with pytest.raises(ValueError, match="0 images"):
+        accuracy(Constant(0), x, y)
+
+
+def test_autoattack_on_degenerate_classifiers() -> None:
+    pytest.importorskip("pyautoattack")
+    x, y = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.full((3,), 3)
+    assert autoattack_accuracy(Constant(5), x, y, 0.1, 10) == 0.0  # no clean-correct point to attack
+    assert autoattack_accuracy(Constant(3), x[:1], y[:1], 0.1, 10, batch_size=1000) == 1.0
