@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from acl_ray.config import Config, load_config, parse_set
+from acl_ray.config.pretrain import Config, load_config, parse_set
 from acl_ray.console import console
 
 
@@ -27,13 +27,13 @@ def _resolve(args: argparse.Namespace) -> Config:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from acl_ray.run_pretrain import run_pretrain
+    from acl_ray.algorithm.run_pretrain import run_pretrain
 
     cfg = _resolve(args)
     if args.workers is None:
         rows = run_pretrain(cfg, args.out, resume=args.resume)
     else:
-        from acl_ray.train_ray import run_pretrain_ray
+        from acl_ray.orchestration.ray_train import run_pretrain_ray
 
         rows = run_pretrain_ray(
             cfg,
@@ -54,7 +54,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from acl_ray.finetune import FinetuneConfig, finetune
+    from acl_ray.algorithm.finetune import FinetuneConfig, finetune
 
     values = parse_set(args.overrides)
     if args.route is not None:
@@ -75,7 +75,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from rich.markup import escape
 
-    from acl_ray.evaluate import evaluate_checkpoint
+    from acl_ray.algorithm.robustness import evaluate_checkpoint
 
     m = evaluate_checkpoint(args.checkpoint, args.attack, args.eps, parse_set(args.overrides), args.checks)
     attack = "autoattack" if m["eval/attack"].startswith("autoattack") else "pgd"
@@ -103,7 +103,7 @@ def _set_arg(p: argparse.ArgumentParser, example: str) -> None:
 
 
 def cmd_semisup(args: argparse.Namespace) -> int:
-    from acl_ray.semisup import SemisupConfig, semisup
+    from acl_ray.algorithm.semisup import SemisupConfig, semisup
 
     values = parse_set(args.overrides)
     if args.label_fraction is not None:
@@ -118,8 +118,8 @@ def cmd_semisup(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from acl_ray.sweep import resume_sweep, run_sweep
-    from acl_ray.sweep_config import load_sweep
+    from acl_ray.config.sweep import load_sweep
+    from acl_ray.orchestration.tune import resume_sweep, run_sweep
 
     if args.resume:
         if args.config or args.overrides:
@@ -133,7 +133,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from acl_ray.analyze import analyze
+    from acl_ray.results.analyze import analyze
 
     analyze(args.dir, args.select, args.metric, args.min_standard_acc)
     return 0

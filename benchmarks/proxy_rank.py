@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from acl_ray.config import Config
-from acl_ray.data import load_datasets
-from acl_ray.final_eval import final_eval
-from acl_ray.finetune import FinetuneConfig
-from acl_ray.pretrain import Pretrainer, set_threads
-from acl_ray.proxy import ProxyConfig, proxy_eval
+from acl_ray.algorithm.data import load_datasets
+from acl_ray.algorithm.final_eval import final_eval
+from acl_ray.algorithm.finetune import FinetuneConfig
+from acl_ray.algorithm.pretrain import Pretrainer, set_threads
+from acl_ray.algorithm.proxy import ProxyConfig, proxy_eval
+from acl_ray.config.pretrain import Config
 
 RUNS = {
     "ds": {},

@@ -1,7 +1,7 @@
 """What Ray Train costs around the training steps, and 1 vs 2 workers throughput, on digits.
 
 Runs the same small pre-training (digits default, ``--epochs`` epochs) under Ray Train with 1 and
-with 2 workers (``acl_ray.train_ray.run_pretrain_ray``, the code behind ``acl-ray pretrain
+with 2 workers (``acl_ray.orchestration.ray_train.run_pretrain_ray``, the code behind ``acl-ray pretrain
 --workers N``) on a local Ray started once beforehand, and reports for each:
 
 * ``wall_s``: the whole ``run_pretrain_ray`` call (controller and worker-group start, data
@@ -33,8 +33,8 @@ from typing import Any
 
 import ray
 
-from acl_ray.config import Config, parse_set
-from acl_ray.train_ray import run_pretrain_ray
+from acl_ray.config.pretrain import Config, parse_set
+from acl_ray.orchestration.ray_train import run_pretrain_ray
 
 ROOT = Path(__file__).resolve().parent.parent
 

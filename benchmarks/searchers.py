@@ -21,11 +21,11 @@ from typing import Any
 import optuna
 import torch
 
-from acl_ray.data import load_datasets
-from acl_ray.final_eval import final_eval
-from acl_ray.pretrain import Pretrainer, set_threads
-from acl_ray.sweep_config import load_sweep
-from acl_ray.sweep_space import paper_point
+from acl_ray.algorithm.data import load_datasets
+from acl_ray.algorithm.final_eval import final_eval
+from acl_ray.algorithm.pretrain import Pretrainer, set_threads
+from acl_ray.config.space import paper_point
+from acl_ray.config.sweep import load_sweep
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sweep_digits.yaml"
 

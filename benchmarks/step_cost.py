@@ -43,9 +43,9 @@ from typing import Any
 
 import torch
 
-from acl_ray.config import Config, load_config
-from acl_ray.data import DatasetInfo, Datasets, Split, load_datasets
-from acl_ray.pretrain import Pretrainer, resolve_device
+from acl_ray.algorithm.data import DatasetInfo, Datasets, Split, load_datasets
+from acl_ray.algorithm.pretrain import Pretrainer, resolve_device
+from acl_ray.config.pretrain import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("simclr", "a2a", "a2s", "ds")

@@ -28,7 +28,7 @@ import jsonschema
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config  # what `ray up` uses
 
-DRIVER_RESOURCE = "TRAIN_DRIVER"  # acl_ray.sweep.trial_resources
+DRIVER_RESOURCE = "TRAIN_DRIVER"  # acl_ray.orchestration.tune.trial_resources
 PLACEHOLDER = "REPLACE_ME"
 GPU_FAMILIES = ("g", "p")  # EC2 accelerated families: g4dn, g5, g6, p4d, p5 ...
 

@@ -18,10 +18,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from acl_ray.config import Config
-from acl_ray.evaluate import evaluate_checkpoint
-from acl_ray.finetune import FinetuneConfig, finetune, random_checkpoint
-from acl_ray.run_pretrain import run_pretrain
+from acl_ray.algorithm.finetune import FinetuneConfig, finetune, random_checkpoint
+from acl_ray.algorithm.robustness import evaluate_checkpoint
+from acl_ray.algorithm.run_pretrain import run_pretrain
+from acl_ray.config.pretrain import Config
 
 MODELS = {"ds": "ACL-DS", "simclr": "SimCLR", "random": "random init"}
 PROTOCOLS = ("slf", "alf", "aff")

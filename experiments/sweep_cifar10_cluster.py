@@ -7,7 +7,7 @@ YAML, or pass ``--set sweep.storage=s3://BUCKET/PREFIX``, first)::
     python experiments/sweep_cifar10_cluster.py --out /tmp/c10 --smoke     # ~1 min: 1 synthetic trial
 
 ``--gpus N`` asks the autoscaler for N GPU workers and waits until they have joined: the sweep sizes
-its concurrency from the resources present when it starts (``acl_ray.sweep.concurrency``), and an
+its concurrency from the resources present when it starts (``acl_ray.orchestration.tune.concurrency``), and an
 autoscaling cluster starts with no GPU node. Any other ``acl-ray sweep`` flag is passed on
 (``--set sweep.num_samples=64``, ``--resume DIR``). ``--smoke`` runs one tiny trial on synthetic
 data with the small CNN on a local Ray (no cluster), through the same sweep file.
@@ -42,7 +42,7 @@ def wait_for_gpus(address: str, gpus: int, cpus_per_gpu: float, timeout_s: float
     import ray
     from ray.autoscaler.sdk import request_resources
 
-    ray.init(address=address)  # acl_ray.sweep reuses this connection
+    ray.init(address=address)  # acl_ray.orchestration.tune reuses this connection
     request_resources(bundles=[{"GPU": 1, "CPU": cpus_per_gpu}] * gpus)
     start = time.monotonic()
     while (have := ray.cluster_resources().get("GPU", 0)) < gpus:

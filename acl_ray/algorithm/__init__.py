@@ -1,0 +1,1 @@
+"""Floor 1: plain PyTorch ACL: data, models, attacks, losses, pre-training, finetuning, evaluation. No Ray."""

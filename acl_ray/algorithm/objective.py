@@ -1,0 +1,73 @@
+"""The ACL pre-training objective for each variant (Jiang et al. 2020, Sec. 3).
+
+- ``simclr``: NT-Xent between two clean views through the single "clean" BN (baseline).
+- ``a2a``: both views attacked jointly, training through the single "adv" BN.
+- ``a2s``: the first view attacked, paired with the clean second view; adversarial rows use the
+  "adv" BN and clean rows the "clean" BN.
+- ``ds``: dual stream: NT-Xent(clean views, "clean" BN) and NT-Xent(adversarial views,
+  "adv" BN), weighted ``(1 - w, w)`` (w = 0.5: the paper's mean).
+
+The training forward is one pass with a BN *split* (clean rows first), which equals separate
+passes per route and gives DDP one forward per backward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from acl_ray.algorithm.attacks import pgd_contrastive
+from acl_ray.algorithm.losses import nt_xent
+from acl_ray.config.pretrain import Config
+
+
+def acl_loss(
+    model: nn.Module,
+    attack_model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    cfg: Config,
+    generator: torch.Generator | None = None,
+    gather: bool = False,
+) -> torch.Tensor:
+    """Loss of one ACL step on a batch of view pairs.
+
+    Args:
+        model: the encoder used for the training forward (may be DDP-wrapped).
+        attack_model: the same encoder, unwrapped, used by the attack.
+        gather: use every worker's views as negatives (distributed training).
+
+    Shape:
+        x1, x2: (n, C, H, W) in [0, 1] -> scalar
+    """
+    variant, a, t = cfg.model.variant, cfg.attack, cfg.loss.temperature
+    n = x1.shape[0]
+    if variant == "simclr":
+        z = model(torch.cat([x1, x2]), route="clean")  # (2n, d)
+        return nt_xent(z[:n], z[n:], t, gather)
+    perturb = (True, variant != "a2s")
+    x1a, x2a = pgd_contrastive(
+        attack_model,
+        x1,
+        x2,
+        a.eps,
+        a.step_size,
+        a.steps,
+        t,
+        a.random_start,
+        generator,
+        perturb,
+        route="adv",
+        gather=gather,
+    )
+    if variant == "a2a":
+        z = model(torch.cat([x1a, x2a]), route="adv")  # (2n, d)
+        return nt_xent(z[:n], z[n:], t, gather)
+    if variant == "a2s":
+        z = model(torch.cat([x2, x1a]), route="split", split=n)  # (2n, d): clean x2, then adv x1
+        return nt_xent(z[n:], z[:n], t, gather)
+    z = model(torch.cat([x1, x2, x1a, x2a]), route="split", split=2 * n)  # (4n, d)
+    w = cfg.loss.adv_weight
+    clean = nt_xent(z[:n], z[n : 2 * n], t, gather)
+    adv = nt_xent(z[2 * n : 3 * n], z[3 * n :], t, gather)
+    return (1 - w) * clean + w * adv

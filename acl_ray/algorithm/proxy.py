@@ -1,0 +1,77 @@
+"""A cheap robust-accuracy proxy for per-epoch reporting during sweeps (ASHA's signal).
+
+A linear head on frozen features of a fixed training subset (features computed once), then
+PGD-10 on cross-entropy and CW margin (worst case) on a fixed validation subset. Fixed subsets
+and seeds make the numbers of different epochs and trials comparable; ``time_budget_s`` caps the
+head's training. How well it ranks checkpoints against the full SLF protocol is measured by
+``benchmarks/proxy_rank.py`` (README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from acl_ray.algorithm.attacks import frozen_state
+from acl_ray.algorithm.data import Datasets
+from acl_ray.algorithm.models import Encoder
+from acl_ray.algorithm.robustness import EvalConfig, accuracy, robust_accuracy
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyConfig:
+    train_size: int = 600  # labelled training images for the head (the first of the split)
+    val_size: int = 300  # validation images attacked (the first of the split)
+    epochs: int = 30  # head epochs over the precomputed features
+    lr: float = 1e-2  # Adam
+    steps: int = 10  # PGD steps (CE and CW margin), step eps / 4
+    eps: float = 0.1  # the sweep's fixed threat model (digits: 0.1; CIFAR: 8/255)
+    time_budget_s: float = 30.0  # stop training the head after this long
+
+
+class Probe(nn.Module):
+    """Linear head over one BN route of an encoder, leaving the encoder untouched."""
+
+    def __init__(self, encoder: Encoder, num_classes: int, route: str) -> None:
+        super().__init__()
+        self.encoder, self.route = encoder, route
+        self.fc = nn.Linear(encoder.feature_dim, num_classes, device=encoder.mean.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.encoder.features(x, self.route))  # (N, num_classes)
+
+
+def proxy_eval(encoder: Encoder, data: Datasets, cfg: ProxyConfig, seed: int = 0) -> dict[str, float]:
+    """Standard and robust accuracy of a quick linear probe; the encoder's state is left as found."""
+    start = time.perf_counter()
+    device = encoder.mean.device
+    route = "adv" if "adv" in encoder.routes else "clean"
+    torch.manual_seed(seed)
+    probe = Probe(encoder, data.info.num_classes, route)
+    xt = data.train.images[: cfg.train_size].to(device).float() / 255  # (n, C, H, W)
+    yt = data.train.labels[: cfg.train_size].to(device)
+    xv = data.val.images[: cfg.val_size].to(device).float() / 255
+    yv = data.val.labels[: cfg.val_size].to(device)
+    with torch.no_grad(), frozen_state(encoder):
+        feats = torch.cat([encoder.features(c, route).float() for c in xt.split(500)])  # (n, D)
+    opt = torch.optim.Adam(probe.fc.parameters(), cfg.lr)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(len(yt), generator=gen, device=device).split(128):
+            loss = F.cross_entropy(probe.fc(feats[idx]), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if time.perf_counter() - start > cfg.time_budget_s:
+            break
+    probe.fc.requires_grad_(False)
+    ev = EvalConfig(eps=cfg.eps, steps=cfg.steps)
+    return {
+        "proxy/standard_acc": accuracy(probe, xv, yv),
+        "proxy/robust_acc": robust_accuracy(probe, xv, yv, ev),
+        "time/proxy_s": time.perf_counter() - start,
+    }

@@ -1,0 +1,299 @@
+"""Semi-supervised robust finetuning from an ACL checkpoint (ACL paper section 4.4, official code).
+
+As ``train_trades_cifar10_semisupervised.py`` of the official repository:
+1. A stratified fraction of the training split keeps its labels; the rest is unlabelled.
+2. Teacher: the whole pre-trained network, clean BN route (official ``--bnNameCnt 0``), trained with
+   cross-entropy on the clean labelled images; its logits give soft pseudo-labels for every image.
+3. Student: the pre-trained network again (adv route by default) on labelled + unlabelled batches
+   against PGD-10 (cross-entropy vs the true label or the teacher's argmax): :func:`semisup_loss`.
+Both stages keep the state with the best validation accuracy (teacher: clean; student: robust, then
+clean); test is only reported. Unlike the official code: per-step cosine lr, no best-model reloading.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from acl_ray.algorithm.attacks import frozen_state, pgd_classifier
+from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from acl_ray.algorithm.data import load_datasets
+from acl_ray.algorithm.finetune import (
+    METRICS,
+    Classifier,
+    FinetuneConfig,
+    _encoder,
+    resolve_route,
+    split_tensors,
+)
+from acl_ray.algorithm.pretrain import resolve_device, set_threads
+from acl_ray.algorithm.robustness import (
+    EvalConfig,
+    accuracy,
+    pgd_name,
+    robust_accuracy,
+    with_eval_from_dict,
+    with_eval_override,
+    with_eval_to_dict,
+)
+from acl_ray.config.pretrain import Config, _check, _choice
+
+ROUTES = ("auto", "clean", "adv")
+OPTIMIZERS = ("adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class SemisupConfig:
+    label_fraction: float = 0.1  # share of the training split with labels, in (0, 1] (paper: 0.01, 0.1)
+    seed: int = 0  # labelled draw, batch order, attack starts (official: 10)
+    # Stage 2, the clean teacher on the labelled images only (official: sgd lr 0.1, 100 epochs).
+    teacher_route: str = "clean"  # BN route: clean (official bnNameCnt 0) | adv | auto
+    teacher_epochs: int = 100  # passes over the labelled images (one step each at 10% of digits)
+    teacher_optimizer: str = "adam"  # adam | sgd
+    teacher_lr: float = 1e-3  # cosine per step to 0
+    # Stage 3, TRADES with distillation on labelled + unlabelled batches.
+    route: str = "auto"  # BN route: auto (adv when the checkpoint has it) | clean | adv
+    epochs: int = 10  # passes over the training split (official: 15)
+    optimizer: str = "sgd"  # adam | sgd (official: sgd)
+    lr: float = 0.05  # cosine per step to 0 (official: 0.1, decay at 5 and 10)
+    momentum: float = 0.9  # SGD momentum, both stages (official: 0.9)
+    weight_decay: float = 5e-4  # both stages (official: 5e-4)
+    batch_size: int = 128  # images per step, labelled + unlabelled (official: 250 at 10%, 200 at 1%)
+    labelled_batch: int = 0  # labelled images per step; 0 = proportional, >= 1 (official 25/250, 2/200)
+    alpha: float = 0.5  # distillation share on labelled rows: (1 - alpha) CE + alpha T^2 KD (official 0.5)
+    temperature: float = 1.0  # distillation temperature T (official: 1)
+    beta: float = 6.0  # TRADES weight of KL(p(x) || p(x_adv)) (official: 6)
+    train_eps: float = 0.0  # training PGD radius; 0 = eval.eps
+    train_steps: int = 10  # training PGD steps, step train_eps / 4 (official: 10)
+    select_every: int = 5  # epochs between validation evaluations (the last epoch always runs)
+    val_size: int = 1000  # validation images used for selection (the first of the split)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0 = the CPUs this process may use
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # test attack, keys eval.*
+
+    def __post_init__(self) -> None:
+        _check(0 < self.label_fraction <= 1, "semisup.label_fraction", "in (0, 1]", self.label_fraction)
+        for name, allowed in (("teacher_route", ROUTES), ("route", ROUTES), ("device", DEVICES),
+                              ("teacher_optimizer", OPTIMIZERS), ("optimizer", OPTIMIZERS)):
+            _choice(f"semisup.{name}", getattr(self, name), allowed)
+        for name in ("teacher_epochs", "epochs", "batch_size", "train_steps", "select_every", "val_size"):
+            _check(getattr(self, name) >= 1, f"semisup.{name}", "an integer >= 1", getattr(self, name))
+        for name in ("teacher_lr", "lr", "temperature"):
+            _check(getattr(self, name) > 0, f"semisup.{name}", "> 0", getattr(self, name))
+        for name in ("weight_decay", "beta", "threads"):
+            _check(getattr(self, name) >= 0, f"semisup.{name}", ">= 0", getattr(self, name))
+        _check(0 <= self.momentum < 1, "semisup.momentum", "in [0, 1)", self.momentum)
+        _check(0 <= self.alpha <= 1, "semisup.alpha", "in [0, 1]", self.alpha)
+        _check(0 <= self.train_eps <= 1, "semisup.train_eps", "in [0, 1] (0 = eval.eps)", self.train_eps)
+        _check(0 <= self.labelled_batch <= self.batch_size, "semisup.labelled_batch",
+               f"in [0, batch_size={self.batch_size}] (0 = proportional)", self.labelled_batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return with_eval_to_dict(self)
+
+    def override(self, values: Mapping[str, Any]) -> SemisupConfig:
+        """Copy with ``semisup.<field>`` / ``eval.<field>`` values replaced (typed like config.py)."""
+        return with_eval_override(self, "semisup", values)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SemisupConfig:
+        return with_eval_from_dict(cls, "semisup", d)
+
+
+def labelled_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A stratified random ``round(fraction * N)`` (>= 1) subset of ``range(N)``, sorted.
+
+    Systematic stratified sampling: images are shuffled with ``seed``, each gets the key
+    ``rank within its class / class size`` and the smallest keys are taken, so every class gets one
+    image before any gets two (every class is present when the subset has at least as many images as
+    there are classes: on digits, 1258 training images, a fraction >= 0.008) and then each class
+    about its share. Shape: (N,) int64 labels -> (n,) int64.
+    """
+    n = len(labels)
+    k = min(n, max(1, round(fraction * n)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # (N,)
+    y = labels.cpu()[perm]  # (N,) labels in shuffled order
+    counts = torch.bincount(y)  # (K,)
+    order = torch.argsort(y, stable=True)  # (N,) grouped by class, shuffled order kept inside
+    rank = torch.empty(n, dtype=torch.long)
+    rank[order] = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[y[order]]  # (N,) rank in class
+    key = rank.double() / counts[y].double()  # (N,) in [0, 1)
+    return perm[torch.argsort(key, stable=True)[:k]].sort().values  # ties: shuffled order
+
+
+def semisup_loss(
+    logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor,
+    alpha: float = 0.5, temperature: float = 1.0, beta: float = 6.0,
+) -> torch.Tensor:
+    """Official ``trade_loss_soft``: CE + distillation on adversarial rows + TRADES KL, batch mean.
+
+    Labelled rows (the first ``len(y)``): ``(1 - alpha) CE + alpha T^2 KD``; unlabelled rows: ``T^2 KD``
+    (official ``rate_distill`` 1, no alpha); all rows: ``beta KL(p(x) || p(x_adv))``. KD is KL(softmax(t
+    / T) || softmax(s / T)): the official soft cross-entropy less the teacher's entropy (same gradients).
+
+    Shape:
+        logits_nat, logits_adv, teacher_logits: (B, K); y: (L,) with L <= B -> scalar
+    """
+    b, n_lab, t = len(logits_adv), len(y), temperature
+    ce = F.cross_entropy(logits_adv[:n_lab], y, reduction="sum")
+    kd = F.kl_div(  # (B,) per-row KL to the soft teacher
+        F.log_softmax(logits_adv / t, dim=1), F.softmax(teacher_logits / t, dim=1), reduction="none"
+    ).sum(1)
+    weight = torch.ones_like(kd)  # (B,) unlabelled rows: rate_distill = 1
+    weight[:n_lab] = alpha
+    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1), reduction="sum")
+    return ((1 - alpha) * ce + t * t * (weight * kd).sum() + beta * robust) / b
+
+
+def _cycle(n: int, k: int, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
+    """``k`` indices into ``range(n)`` per draw, from reshuffled passes (a pass may span draws)."""
+    buf = torch.empty(0, dtype=torch.long, device=device)
+    while True:
+        while len(buf) < k:
+            buf = torch.cat([buf, torch.randperm(n, generator=gen, device=device)])
+        yield buf[:k]
+        buf = buf[k:]
+
+
+def _fit(
+    clf: Classifier, cfg: SemisupConfig, optimizer: str, lr: float, epochs: int, steps: int,
+    step_loss: Callable[[], torch.Tensor], score: Callable[[], dict[str, float]],
+) -> dict[str, float]:
+    """``epochs * steps`` optimizer steps; keep the state whose ``score`` values (in order) are best."""
+    opt: torch.optim.Optimizer = (
+        torch.optim.Adam(clf.parameters(), lr, weight_decay=cfg.weight_decay) if optimizer == "adam"
+        else torch.optim.SGD(clf.parameters(), lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps)
+    best: dict[str, float] = {}
+    best_state: dict[str, torch.Tensor] = {}
+    for epoch in range(1, epochs + 1):
+        for _ in range(steps):
+            clf.train()
+            loss = step_loss()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if epoch % cfg.select_every and epoch != epochs:
+            continue
+        s = score()
+        if not best or tuple(s.values()) > tuple(best[k] for k in s):
+            best, best_state = {**s, "select/epoch": epoch}, copy.deepcopy(clf.state_dict())
+    clf.load_state_dict(best_state)
+    return best
+
+
+@torch.no_grad()
+def _logits(clf: Classifier, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    with frozen_state(clf):
+        return torch.cat([clf(chunk).float() for chunk in x.split(batch)])  # (N, K); N may be 0
+
+
+def semisup(
+    checkpoint_dir: str | Path, cfg: SemisupConfig, out_dir: str | Path, labelled: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """Teacher on the labelled images, then TRADES + distillation; write metrics, classifier, config.
+
+    ``labelled``: training-split indices that keep their labels (default: :func:`labelled_indices`).
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"Output directory {str(out)!r} is not empty: choose another --out")
+    state = load_checkpoint(checkpoint_dir)
+    if state["signature"].get("kind") == "classifier":
+        raise ValueError(f"{str(checkpoint_dir)!r} holds a finetuned classifier: pass a pre-training run")
+    routes, src = state["signature"]["routes"], str(checkpoint_dir)
+    for name in ("teacher_route", "route"):  # "auto" resolves to adv when present
+        v = getattr(cfg, name)
+        _check(v in (*routes, "auto"), f"semisup.{name}", f"a route of {src!r}: {', '.join(routes)}", v)
+    t_route, route = (resolve_route(r, routes, src) for r in (cfg.teacher_route, cfg.route))
+    device = resolve_device(cfg.device)
+    set_threads(cfg.threads)
+    data = load_datasets(Config.from_dict(state["config"]).data)
+    k = data.info.num_classes
+    x, y = split_tensors(data.train, device)  # (N, C, H, W), (N,)
+    if labelled is None:
+        labelled = labelled_indices(data.train.labels, cfg.label_fraction, cfg.seed)
+    lab = labelled.cpu().long().unique()  # (L,)
+    ok = len(lab) > 0 and lab[0] >= 0 and lab[-1] < len(x)
+    _check(bool(ok), "labelled", f"non-empty indices in [0, {len(x)})", lab.tolist()[:5])
+    lab = lab.to(device)
+    unl = ~torch.isin(torch.arange(len(x), device=device), lab)  # (N,) bool
+    x_lab, y_lab, x_unl = x[lab], y[lab], x[unl]
+    del y  # the unlabelled images' labels are never read
+    val = split_tensors(data.val, device, cfg.val_size)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    # Stage 2: clean teacher on the labelled images.
+    teacher = Classifier(_encoder(state, data.info), k, t_route).to(device)
+    t_batches = _cycle(len(lab), min(cfg.batch_size, len(lab)), gen, device)
+
+    def teacher_loss() -> torch.Tensor:
+        i = next(t_batches)
+        return F.cross_entropy(teacher(x_lab[i]), y_lab[i])
+
+    t_steps = math.ceil(len(lab) / cfg.batch_size)
+    t_best = _fit(teacher, cfg, cfg.teacher_optimizer, cfg.teacher_lr, cfg.teacher_epochs, t_steps,
+                  teacher_loss, lambda: {"teacher/val_acc": accuracy(teacher, *val)})
+    soft_lab, soft_unl = _logits(teacher, x_lab), _logits(teacher, x_unl)  # (L, K), (U, K)
+    teacher_s = time.perf_counter() - start
+
+    # Stage 3: the pre-trained network again, TRADES with distillation.
+    clf = Classifier(_encoder(state, data.info), k, route).to(device)
+    n_lab = cfg.labelled_batch or max(1, round(cfg.batch_size * len(lab) / len(x)))
+    n_unl = cfg.batch_size - n_lab if len(x_unl) else 0
+    lab_batches, unl_batches = _cycle(len(lab), n_lab, gen, device), _cycle(len(x_unl), n_unl, gen, device)
+    eps = cfg.train_eps or cfg.eval.eps
+
+    def student_loss() -> torch.Tensor:
+        i, j = next(lab_batches), next(unl_batches)
+        xb, tb = torch.cat([x_lab[i], x_unl[j]]), torch.cat([soft_lab[i], soft_unl[j]])  # (B, ...), (B, K)
+        y_atk = torch.cat([y_lab[i], soft_unl[j].argmax(1)])  # (B,) true or pseudo labels
+        x_adv = pgd_classifier(clf, xb, y_atk, eps, eps / 4, cfg.train_steps, "ce", True, gen)
+        return semisup_loss(clf(xb), clf(x_adv), y_lab[i], tb, cfg.alpha, cfg.temperature, cfg.beta)
+
+    best = _fit(clf, cfg, cfg.optimizer, cfg.lr, cfg.epochs, math.ceil(len(x) / cfg.batch_size), student_loss,
+                lambda: {"val/robust_acc": robust_accuracy(clf, *val, cfg.eval),
+                         "val/standard_acc": accuracy(clf, *val)})
+    train_s = time.perf_counter() - start
+    xt, yt = split_tensors(data.test, device)
+    metrics = {
+        "protocol": "semisup", "route": route, "teacher/route": t_route, "checkpoint": src,
+        "semisup/label_fraction": cfg.label_fraction, "semisup/labelled": len(lab),
+        "semisup/unlabelled": len(x_unl), "semisup/batch": f"{n_lab}+{n_unl}",
+        "teacher/val_acc": t_best["teacher/val_acc"], "teacher/select_epoch": t_best["select/epoch"],
+        "teacher/standard_acc": accuracy(teacher, xt, yt), **best,
+        "eval/standard_acc": accuracy(clf, xt, yt), "eval/robust_acc": robust_accuracy(clf, xt, yt, cfg.eval),
+        "eval/eps": cfg.eval.eps, "eval/attack": pgd_name(cfg.eval),
+        "time/teacher_s": teacher_s, "time/finetune_s": train_s,
+        "time/eval_s": time.perf_counter() - start - train_s,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    # load_classifier reads "config" as a FinetuneConfig: store the student's settings in its terms
+    # (AFF is the closest protocol) and the semi-supervised config beside it.
+    shared = {n: getattr(cfg, n) for n in FinetuneConfig.__dataclass_fields__ if hasattr(cfg, n)}
+    ft = FinetuneConfig(**{**shared, "protocol": "aff", "route": route, "train_eps": eps})
+    signature = {**state["signature"], "kind": "classifier", "route": route, "num_classes": k}
+    save_checkpoint(out / CHECKPOINT, {
+        "model": clf.state_dict(), "config": ft.to_dict(), "semisup_config": cfg.to_dict(),
+        "pretrain_config": state["config"], "signature": signature, "labelled": lab.cpu(),
+    })
+    (out / METRICS).write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+__all__ = ["SemisupConfig", "labelled_indices", "semisup", "semisup_loss"]

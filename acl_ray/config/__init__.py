@@ -1,0 +1,1 @@
+"""Floor 0: every configuration dataclass, the typed override and the sweep file (stdlib + yaml only)."""

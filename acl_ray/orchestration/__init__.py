@@ -1,0 +1,1 @@
+"""Floor 3: Ray Train and Ray Tune + Optuna around the algorithm layer."""

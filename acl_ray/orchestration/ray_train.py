@@ -1,0 +1,195 @@
+"""Ray Train (V2): the same ACL epoch loop in N DDP workers, with checkpoints and recovery.
+
+Ray enters at three marked places in the worker (prepare the model, read the checkpoint,
+report); everything else is :class:`acl_ray.algorithm.pretrain.Pretrainer`, the code the in-process CLI
+runs. Distributed correctness lives in the algorithm layer: NT-Xent gathers every worker's
+views with gradients (``acl_ray.algorithm.losses``), both BN routes become ``SyncBatchNorm`` and each epoch
+reshuffles through ``DistributedSampler.set_epoch``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+from torch import nn
+
+from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from acl_ray.algorithm.data import Datasets, load_datasets
+from acl_ray.algorithm.models.sync_bn import convert_sync_bn
+from acl_ray.algorithm.pretrain import Pretrainer, set_threads
+from acl_ray.algorithm.run_dir import METRICS, append_metrics, prepare_run_dir, truncate_metrics
+from acl_ray.config.pretrain import Config
+from acl_ray.console import log
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: rebuild and validate the config, then train epochs and report each one.
+
+    ``config``: ``{"acl": Config.to_dict(), "metrics_path": str | None, "eval": dict | None}``.
+    Rank 0 appends each epoch's row to ``metrics_path`` (a local run directory) as it goes; every
+    row is also kept in the checkpoint, which is what a restarted worker group resumes from.
+    With ``eval`` (sweeps), rank 0 adds the robust-accuracy proxy every ``proxy_every`` epochs and
+    the full protocol (``final``: a FinetuneConfig dict) to the last epoch's row.
+    """
+    cfg = Config.from_dict(config["acl"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    set_threads(cfg.run.threads)
+    device = ray.train.torch.get_device()
+
+    def wrap(model: nn.Module) -> nn.Module:
+        if world > 1 and cfg.model.sync_bn:
+            model = convert_sync_bn(model, device)  # both routes; converts in place
+        return ray.train.torch.prepare_model(model)  # [Ray] DDP (gloo on CPU, NCCL on GPU)
+
+    data = load_datasets(cfg.data)
+    trainer = Pretrainer(cfg, data, device, rank, world, wrap)
+    evals = config.get("eval") or {}
+    checkpoint = ray.train.get_checkpoint()  # [Ray] set after a worker failure or on resume
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_state_dict(load_checkpoint(Path(d), map_location=device), str(d))
+            if trainer.epoch >= cfg.run.epochs and trainer.history:
+                # Already complete (e.g. a sweep killed after this trial's last report but before
+                # Tune saved it as finished): report the final row again, train nothing.
+                ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
+                ray.train.report(trainer.history[-1], checkpoint=ckpt)
+    metrics_path = config.get("metrics_path")
+    if rank == 0 and metrics_path:
+        truncate_metrics(Path(metrics_path).parent, trainer.epoch)
+    while trainer.epoch < cfg.run.epochs:
+        row = {**trainer.train_epoch(), "worker/pid": os.getpid(), "workers": world}
+        last = trainer.epoch == cfg.run.epochs
+        if rank == 0 and evals:
+            row.update(_evaluate(trainer, data, evals, last))
+        trainer.history[-1] = row
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0 and (trainer.epoch % cfg.run.checkpoint_every == 0 or last):
+                save_checkpoint(Path(d) / CHECKPOINT, trainer.state_dict())
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(row, checkpoint=ckpt)  # [Ray] a barrier: every rank calls it
+        if rank == 0 and metrics_path:  # after report: a row on disk has its checkpoint persisted
+            append_metrics(Path(metrics_path).parent, row)
+
+
+def _evaluate(trainer: Pretrainer, data: Datasets, evals: dict[str, Any], last: bool) -> dict[str, Any]:
+    """Proxy (and, at the last epoch, the full protocol) on rank 0's copy of the encoder."""
+    from acl_ray.algorithm.final_eval import final_eval
+    from acl_ray.algorithm.finetune import FinetuneConfig
+    from acl_ray.algorithm.proxy import ProxyConfig, proxy_eval
+
+    out: dict[str, Any] = {}
+    if last or trainer.epoch % int(evals.get("proxy_every", 1)) == 0:
+        out.update(proxy_eval(trainer.encoder, data, ProxyConfig(**evals["proxy"]), trainer.cfg.run.seed))
+    if last and evals.get("final"):
+        ft = FinetuneConfig.from_dict(evals["final"])
+        out.update(final_eval(trainer.state_dict(), data, ft, trainer.device))
+    return out
+
+
+def check_request(workers: int, cpus_per_worker: float, gpus_per_worker: float, batch_size: int) -> None:
+    """Reject worker requests that make no sense, before any Ray process starts."""
+    if workers < 1:
+        raise ValueError(f"Illegal --workers={workers}: must be an integer >= 1")
+    if cpus_per_worker <= 0:
+        raise ValueError(f"Illegal --cpus-per-worker={cpus_per_worker}: must be > 0")
+    if gpus_per_worker < 0:
+        raise ValueError(f"Illegal --gpus-per-worker={gpus_per_worker}: must be >= 0")
+    if batch_size % workers:
+        raise ValueError(f"Illegal data.batch_size={batch_size}: must be divisible by --workers={workers}")
+
+
+def cluster_check(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
+    """Fail before ``fit()`` when the cluster can never place the worker group (no silent wait)."""
+    have = ray.cluster_resources()
+    need = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
+    missing = [f"{need[k]:g} {k} (have {have.get(k, 0):g})" for k in need if need[k] > have.get(k, 0)]
+    if missing:
+        raise ValueError(
+            f"The cluster cannot place {workers} workers x {cpus_per_worker:g} CPU, {gpus_per_worker:g} GPU: "
+            f"needs {', '.join(missing)}"
+        )
+
+
+def ensure_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` (a running cluster) or start a local Ray; True if this call started it."""
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address)
+    else:
+        # TRAIN_DRIVER: a logical resource for sweep trial drivers, which only wait on their
+        # TorchTrainer; it keeps them from taking the CPUs the workers need (as on cluster.yaml's head).
+        ray.init(num_cpus=num_cpus or os.cpu_count(), resources={"TRAIN_DRIVER": 64})
+    return True
+
+
+def run_pretrain_ray(
+    cfg: Config,
+    out: str | Path,
+    workers: int,
+    resume: bool = False,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 1.0,
+    address: str | None = None,
+    max_failures: int = 2,
+) -> list[dict[str, Any]]:
+    """Pre-train under Ray Train into the local run directory ``out`` and return its metric rows.
+
+    The Train run is named ``out.name`` under ``out.parent``, so running again with ``resume``
+    continues it from its latest checkpoint (Ray's auto-resume). Afterwards ``out`` holds the
+    same files as an in-process run (``checkpoint.pt``, ``metrics.jsonl``, ``config.yaml``).
+    """
+    check_request(workers, cpus_per_worker, gpus_per_worker, cfg.data.batch_size)
+    started = ensure_ray(address)
+    try:
+        return _fit(cfg, Path(out).resolve(), workers, resume, gpus_per_worker, cpus_per_worker, max_failures)
+    finally:
+        if started:  # without an explicit shutdown the interpreter waits minutes at exit
+            ray.shutdown()
+
+
+def _fit(
+    cfg: Config,
+    out: Path,
+    workers: int,
+    resume: bool,
+    gpus_per_worker: float,
+    cpus_per_worker: float,
+    max_failures: int,
+) -> list[dict[str, Any]]:
+    cluster_check(workers, cpus_per_worker, gpus_per_worker)
+    out = prepare_run_dir(out, cfg, resume)
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"acl": cfg.to_dict(), "metrics_path": str(out / METRICS)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=out.name,
+            storage_path=str(out.parent),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {out} finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        shutil.copyfile(Path(d) / CHECKPOINT, out / f".{CHECKPOINT}.tmp")
+    os.replace(out / f".{CHECKPOINT}.tmp", out / CHECKPOINT)
+    history = load_checkpoint(out)["history"]
+    (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in history))
+    log(f"Ray Train: {workers} workers, {len(history)} epochs; run in {out}")
+    return list(history)

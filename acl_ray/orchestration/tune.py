@@ -1,0 +1,232 @@
+"""Ray Tune + Optuna sweeps over ACL's knobs, reporting standard and robust accuracy per trial.
+
+Each trial is a Tune function (the *driver*) that runs a TorchTrainer named after the trial id,
+so a retried or restored trial resumes its Train run from the last checkpoint. Rank 0 reports
+``proxy/robust_acc`` every epoch (ASHA's signal, ``time_attr="epoch"``) and the full protocol
+(``val/*`` for selection, ``eval/*`` on test) at the last epoch; ``TuneReportCallback``
+forwards them. Trials that ASHA stops get the same full protocol afterwards, from their last
+checkpoint, as Ray tasks, so every trial ends with ``eval/standard_acc`` and ``eval/robust_acc``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import ray.train
+import ray.tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from acl_ray.algorithm.data import load_datasets
+from acl_ray.config.pretrain import Config
+from acl_ray.config.space import paper_point, to_tune, validate_space
+from acl_ray.config.sweep import SWEEP_FILE, Sweep
+from acl_ray.console import log
+from acl_ray.orchestration.ray_train import ensure_ray, train_loop_per_worker
+from acl_ray.orchestration.sweep_report import TrialTable
+
+PROXY_METRIC = "proxy/robust_acc"
+# The searcher's metric is only reported at a trial's last epoch (the full protocol); per-epoch
+# results carry the proxy instead. Tune would otherwise reject those results.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+
+
+class ProxyOptunaSearch(OptunaSearch):
+    """OptunaSearch whose intermediate values are the per-epoch proxy.
+
+    A trial without the final metric (stopped by ASHA) is told to Optuna as PRUNED with those
+    intermediate values, not as a finished trial with a low-fidelity value.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, list) or PROXY_METRIC not in result or trial_id not in self._ot_trials:
+            return
+        self._ot_trials[trial_id].report(result[PROXY_METRIC], int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        if result and any(m not in result for m in metrics):
+            result = None  # -> PRUNED (or FAIL on error) in OptunaSearch
+        super().on_trial_complete(trial_id, result, error)
+
+
+def trial_resources(s: Sweep) -> tuple[dict[str, float], dict[str, float]]:
+    """(driver resources, one trial's total need) for scheduling and concurrency."""
+    driver = {"CPU": 0.01} if "TRAIN_DRIVER" not in ray.cluster_resources() else {"TRAIN_DRIVER": 1.0}
+    need = {
+        "CPU": s.sweep.workers * s.sweep.cpus_per_worker + driver.get("CPU", 0.0),
+        "GPU": s.sweep.workers * s.sweep.gpus_per_worker,
+    }
+    return driver, need
+
+
+def experiment_path(s: Sweep, out: Path) -> str:
+    """Where Tune keeps the experiment: ``out`` itself, or ``sweep.storage/<out name>`` (S3, NFS)."""
+    return f"{s.sweep.storage.rstrip('/')}/{out.name}" if s.sweep.storage else str(out)
+
+
+def concurrency(s: Sweep) -> int:
+    """Trials that fit at once; raises when not even one fits (the sweep would wait forever).
+
+    On an autoscaling cluster whose GPU nodes are not up yet, ``sweep.max_concurrent`` is trusted.
+    """
+    have = ray.cluster_resources()
+    _, need = trial_resources(s)
+    fits = [math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
+    n = min(fits)
+    if n < 1 and s.sweep.max_concurrent:
+        log(
+            f"the cluster has no room for a trial yet; trusting sweep.max_concurrent={s.sweep.max_concurrent}"
+        )
+        return min(s.sweep.max_concurrent, s.sweep.num_samples)
+    if n < 1:
+        missing = ", ".join(f"{v:g} {k} (cluster has {have.get(k, 0):g})" for k, v in need.items() if v > 0)
+        raise ValueError(f"A trial needs {missing}: lower sweep.workers / cpus_per_worker / gpus_per_worker")
+    return min(n, s.sweep.max_concurrent or n, s.sweep.num_samples)
+
+
+def make_driver(spec: dict[str, Any], storage: str) -> Any:
+    """The Tune trainable: one TorchTrainer per trial, named after the trial id."""
+
+    def train_driver(config: dict[str, Any]) -> None:
+        s = Sweep.from_dict(spec)
+        cfg = s.base.override(config).override({"run.progress": False, "run.checkpoint_every": 1})
+        sw = s.sweep
+        resources = {"CPU": sw.cpus_per_worker, **({"GPU": sw.gpus_per_worker} if sw.gpus_per_worker else {})}
+        evals = {"proxy": {**spec["proxy"], "eps": s.final.eval.eps}, "proxy_every": sw.proxy_every}
+        evals["final"] = spec["final"]
+        TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"acl": cfg.to_dict(), "metrics_path": None, "eval": evals},
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=sw.workers, use_gpu=sw.gpus_per_worker > 0, resources_per_worker=resources
+            ),
+            run_config=ray.train.RunConfig(
+                name=f"trial-{ray.tune.get_context().get_trial_id()}",
+                storage_path=storage,
+                failure_config=ray.train.FailureConfig(max_failures=sw.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+                callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train UserCallback
+            ),
+        ).fit()
+
+    return train_driver
+
+
+def build_searcher(s: Sweep) -> OptunaSearch:
+    sw = s.sweep
+    points = [paper_point(s.space, s.base)] if sw.paper_point else None
+    if sw.searcher == "nsga2":
+        metrics = ["val/standard_acc", "val/robust_acc"] + (["time/train_s"] if sw.cost_objective else [])
+        modes = ["max", "max"] + (["min"] if sw.cost_objective else [])
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(
+            population_size=max(4, sw.num_samples // 3), seed=sw.seed
+        )
+        return ProxyOptunaSearch(metric=metrics, mode=modes, sampler=sampler, points_to_evaluate=points)
+    if sw.searcher == "random":
+        sampler = optuna.samplers.RandomSampler(seed=sw.seed)
+    else:
+        startup = sw.startup_trials or max(2, sw.num_samples // 3)
+        sampler = optuna.samplers.TPESampler(n_startup_trials=startup, seed=sw.seed)
+    return ProxyOptunaSearch(metric=sw.metric, mode="max", sampler=sampler, points_to_evaluate=points)
+
+
+def build_tuner(s: Sweep, out: Path, restore: bool = False) -> ray.tune.Tuner:
+    sw = s.sweep
+    storage = experiment_path(s, out)
+    driver, _ = trial_resources(s)
+    trainable = ray.tune.with_resources(make_driver(s.to_dict(), storage), driver)
+    if restore:
+        return ray.tune.Tuner.restore(storage, trainable, resume_unfinished=True, resume_errored=True)
+    scheduler: Any = FIFOScheduler()
+    if sw.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            metric=PROXY_METRIC,
+            mode="max",
+            time_attr="epoch",
+            max_t=s.base.run.epochs,
+            grace_period=min(sw.grace_period, s.base.run.epochs),
+            reduction_factor=sw.reduction_factor,
+            stop_last_trials=False,
+        )
+    return ray.tune.Tuner(
+        trainable,
+        param_space=to_tune(s.space),
+        tune_config=ray.tune.TuneConfig(
+            search_alg=build_searcher(s),
+            scheduler=scheduler,
+            num_samples=sw.num_samples,
+            max_concurrent_trials=concurrency(s),
+        ),
+        run_config=ray.tune.RunConfig(
+            name=out.name,
+            storage_path=str(out.parent) if not sw.storage else sw.storage,
+            verbose=0,
+            failure_config=ray.tune.FailureConfig(max_failures=sw.max_failures),
+            callbacks=[TrialTable(list(s.space), PROXY_METRIC, s.base.run.epochs)],
+        ),
+    )
+
+
+def run_sweep(s: Sweep, out: str | Path, address: str | None = None) -> list[dict[str, Any]]:
+    """Run a new sweep into ``out`` (refused if it exists) and return one summary row per trial."""
+    out = Path(out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"Output directory {str(out)!r} is not empty: use --resume or another --out")
+    n_train = len(load_datasets(s.base.data).train)
+    validate_space(s.space, s.base, n_train)
+    started = ensure_ray(address)
+    try:
+        concurrency(s)  # fails here, before anything is written, if no trial fits
+        out.mkdir(parents=True, exist_ok=True)
+        s.save(out)
+        build_tuner(s, out).fit()
+        return summarize(s, out)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def resume_sweep(out: str | Path, address: str | None = None) -> list[dict[str, Any]]:
+    """Continue a killed sweep: finished trials are kept, unfinished ones resume from checkpoints."""
+    out = Path(out).resolve()
+    if not (out / SWEEP_FILE).is_file():
+        raise ValueError(f"{str(out)!r} is not a sweep folder (no {SWEEP_FILE})")
+    from acl_ray.config.sweep import load_sweep
+
+    s = load_sweep(out / SWEEP_FILE)
+    if not ray.tune.Tuner.can_restore(experiment_path(s, out)):
+        raise ValueError(f"{str(out)!r} is not a sweep folder (no Tune experiment state)")
+    started = ensure_ray(address)
+    try:
+        build_tuner(s, out, restore=True).fit()
+        return summarize(s, out)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def summarize(s: Sweep, out: Path) -> list[dict[str, Any]]:
+    """One row per trial (final protocol for every trial), written to ``out/summary.json``."""
+    from acl_ray.orchestration.sweep_report import complete_missing, print_summary, trial_rows
+
+    rows = complete_missing(s, out, trial_rows(out, list(s.space), experiment_path(s, out)))
+    best = max(
+        (r for r in rows if r.get("val/robust_acc") is not None),
+        key=lambda r: r["val/robust_acc"],
+        default=None,
+    )
+    summary = {"trials": rows, "best": best, "metric": s.sweep.metric, "config": s.to_dict()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if best is not None:
+        Config.from_dict(best["resolved_config"]).to_yaml(out / "best_config.yaml")
+    print_summary(rows, best, list(s.space))
+    return rows

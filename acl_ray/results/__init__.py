@@ -1,0 +1,1 @@
+"""Floor 2: sweep results read from files: tables, analysis, plots, report. No torch, no Ray."""

@@ -1,0 +1,87 @@
+"""Two gloo processes, each with half the batch, against one process on the whole batch.
+
+The loss sees the global batch only if NT-Xent gathers every worker's views with gradients and
+BN statistics are synchronised on both routes; the test fails if either is missing.
+"""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from acl_ray.algorithm.models import build_encoder
+from acl_ray.algorithm.models.sync_bn import AllReduceBatchNorm, convert_sync_bn
+from acl_ray.algorithm.objective import acl_loss
+from acl_ray.config.pretrain import Config
+
+N = 16  # global batch
+
+
+def make(variant: str) -> tuple[Config, nn.Module, torch.Tensor, torch.Tensor]:
+    cfg = Config().override({"model.variant": variant, "attack.random_start": False, "attack.steps": 2})
+    torch.manual_seed(0)
+    model = build_encoder(cfg.model, 1, (0.5,), (0.5,))
+    g = torch.Generator().manual_seed(1)
+    x1 = torch.rand(N, 1, 8, 8, generator=g)
+    x2 = (x1 + 0.05 * torch.randn(N, 1, 8, 8, generator=g)).clamp(0, 1)
+    return cfg, model, x1, x2
+
+
+def step(model: nn.Module, wrapped: nn.Module, x1, x2, cfg: Config, gather: bool):
+    model.train()
+    loss = acl_loss(wrapped, model, x1, x2, cfg, gather=gather)
+    loss.backward()
+    grads = [p.grad.detach().clone() for p in model.parameters()]
+    stats = [b.detach().clone() for n, b in model.named_buffers() if "running" in n]
+    return loss.detach(), grads, stats
+
+
+def worker(rank: int, world: int, port: int, variant: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    cfg, model, x1, x2 = make(variant)
+    model = convert_sync_bn(model, torch.device("cpu"))
+    ddp = DDP(model)
+    n = N // world
+    sl = slice(rank * n, (rank + 1) * n)
+    loss, grads, stats = step(model, ddp, x1[sl], x2[sl], cfg, gather=True)
+    dist.all_reduce(loss)
+    if rank == 0:
+        torch.save({"loss": loss / world, "grads": grads, "stats": stats}, out)
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("variant", ["ds", "simclr", "a2s"])
+def test_two_gloo_workers_match_one_process(variant: str, tmp_path) -> None:
+    out = str(tmp_path / "dist.pt")
+    mp.start_processes(worker, args=(2, free_port(), variant, out), nprocs=2, join=True, start_method="spawn")
+    got = torch.load(out, weights_only=True)
+    cfg, model, x1, x2 = make(variant)
+    loss, grads, stats = step(model, model, x1, x2, cfg, gather=False)
+    torch.testing.assert_close(got["loss"], loss, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got["grads"], grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(got["stats"], stats, strict=True):  # running statistics of both routes
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_all_reduce_bn_equals_batchnorm_in_one_process() -> None:
+    torch.manual_seed(0)
+    ref = nn.BatchNorm2d(5)
+    ours = AllReduceBatchNorm(5)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 5, 3, 3)
+    torch.testing.assert_close(ours(x), ref(x))
+    torch.testing.assert_close(ours.running_var, ref.running_var)

@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+import acl_ray.config.pretrain as config_module
+from acl_ray.config.pretrain import Config, known_keys, load_config, parse_set
+
+
+def test_defaults_are_the_digits_setting() -> None:
+    c = Config()
+    assert (c.data.name, c.model.variant, c.attack.eps, c.attack.steps) == ("digits", "ds", 0.1, 3)
+    assert c.attack.step_size == pytest.approx(0.025)
+    assert (c.loss.temperature, c.data.batch_size, c.optim.name, c.run.epochs) == (0.5, 128, "adam", 40)
+
+
+def test_round_trip_through_yaml(tmp_path) -> None:
+    c = Config().override({"attack.eps": 0.05, "model.variant": "a2s", "run.seed": 3})
+    c.to_yaml(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == c
+
+
+def test_set_overrides_are_typed() -> None:
+    c = load_config(
+        None, ["attack.steps=5", "attack.eps=8/255".replace("8/255", "0.0313"), "run.progress=false"]
+    )
+    assert c.attack.steps == 5 and isinstance(c.attack.steps, int)
+    assert c.attack.eps == pytest.approx(0.0313) and c.run.progress is False
+
+
+def test_every_field_has_a_key_and_a_comment() -> None:
+    keys = known_keys()
+    assert "attack.eps" in keys and "data.batch_size" in keys and "loss.temperature" in keys
+    src = Path(config_module.__file__).read_text()
+    for key in keys:
+        name = key.split(".")[1]
+        line = next(ln for ln in src.splitlines() if ln.strip().startswith(f"{name}:"))
+        assert "#" in line, f"field {key} has no comment"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"data.name": "mnist"}, "data.name"),
+        ({"attack.eps": -0.1}, "attack.eps"),
+        ({"attack.eps": 0}, "attack.eps"),
+        ({"attack.steps": 0}, "attack.steps"),
+        ({"attack.steps": 2.5}, "attack.steps"),
+        ({"loss.temperature": 0}, "loss.temperature"),
+        ({"loss.temperature": -1}, "loss.temperature"),
+        ({"data.batch_size": 0}, "data.batch_size"),
+        ({"data.batch_size": -4}, "data.batch_size"),
+        ({"model.variant": "acl"}, "model.variant"),
+        ({"optim.name": "rmsprop"}, "optim.name"),
+        ({"attack.foo": 1}, "attack.foo"),
+        ({"nosection.x": 1}, "nosection.x"),
+        ({"run.progress": "maybe"}, "run.progress"),
+    ],
+)
+def test_bad_values_name_the_field(override: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as err:
+        Config().override(override)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_lists_what_the_section_has() -> None:
+    with pytest.raises(ValueError, match="attack.eps, attack.alpha"):
+        Config().override({"attack.epsilon": 0.1})
+
+
+def test_bad_set_syntax_and_bad_files(tmp_path) -> None:
+    with pytest.raises(ValueError, match="section.field=value"):
+        parse_set(["attack.eps"])
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump({"attack": {"epz": 0.1}}))
+    with pytest.raises(ValueError, match="attack.epz"):
+        load_config(tmp_path / "typo.yaml")
+
+
+def test_paper_cifar_preset_loads() -> None:
+    c = load_config("configs/paper_cifar10.yaml")
+    assert (c.data.name, c.model.arch, c.optim.name, c.optim.lr, c.data.batch_size) == (
+        "cifar10",
+        "resnet18",
+        "lars",
+        5.0,
+        512,
+    )
+    assert c.attack.eps == pytest.approx(8 / 255) and c.attack.steps == 5 and c.run.epochs == 1000

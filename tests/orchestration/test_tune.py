@@ -1,0 +1,97 @@
+"""A small real sweep on a local Ray, and every bad input rejected before anything starts."""
+
+import json
+
+import pytest
+import yaml
+
+from acl_ray.cli import main
+from acl_ray.config.pretrain import Config, load_config
+from acl_ray.config.space import paper_point, to_tune, validate_space
+from acl_ray.config.sweep import Sweep, load_sweep
+
+SMALL = {
+    "base": {"data": {"name": "synthetic", "synthetic_size": 300, "batch_size": 32}, "run": {"epochs": 3}},
+    "space": {
+        "attack.steps": {"int": [1, 3]},
+        "attack.eps": {"loguniform": [0.03, 0.3]},
+        "data.batch_size": {"choice": [16, 32]},
+    },
+    "sweep": {"num_samples": 4, "grace_period": 1, "reduction_factor": 2},
+    "proxy": {"train_size": 100, "val_size": 60, "epochs": 5},
+    "final": {"protocol": "slf", "epochs": 5, "eval": {"steps": 5}},
+}
+
+
+def test_small_sweep_reports_standard_and_robust_accuracy_for_every_trial(tmp_path) -> None:
+    from acl_ray.orchestration.tune import run_sweep
+
+    out = tmp_path / "sweep"
+    rows = run_sweep(Sweep.from_dict(SMALL), out)
+    assert len(rows) == 4
+    for r in rows:
+        for key in ("val/standard_acc", "val/robust_acc", "eval/standard_acc", "eval/robust_acc"):
+            assert r[key] is not None and 0 <= r[key] <= 1, (key, r)
+        assert r["eval/robust_acc"] <= r["eval/standard_acc"]
+        assert r["eval/source"] == ("posthoc" if r["stopped_early"] else "final")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["val/robust_acc"] == max(r["val/robust_acc"] for r in rows)
+    first = rows[0]  # the paper point is enqueued first: eps 8/255, steps clipped to the range
+    assert first["attack.eps"] == pytest.approx(8 / 255) and first["attack.steps"] == 3
+    best = load_config(out / "best_config.yaml")  # acl-ray pretrain --config accepts it as is
+    assert best.attack.steps == summary["best"]["attack.steps"] and best.data.name == "synthetic"
+    assert load_sweep(out / "sweep.yaml").to_dict() == Sweep.from_dict(SMALL).to_dict()
+
+
+def test_space_conversion_and_paper_point() -> None:
+    space = {"attack.steps": {"int": [1, 5]}, "data.batch_size": {"choice": [64, 128]}}
+    t = to_tune(space)
+    assert t["attack.steps"].lower == 1 and t["attack.steps"].upper == 6  # randint: upper exclusive
+    assert paper_point(space, Config()) == {"attack.steps": 5, "data.batch_size": 128}
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"attack.epsilon": {"uniform": [0.1, 0.2]}}, "Unknown search-space key 'attack.epsilon'"),
+        ({"attack.eps": {"uniform": [0.2, 0.2]}}, "low < high"),
+        ({"attack.eps": {"uniform": [0.3, 0.1]}}, "low < high"),
+        ({"attack.eps": {"gauss": [0.1, 0.2]}}, "kind in int, uniform"),
+        ({"attack.eps": {"loguniform": [0.0, 0.2]}}, "low > 0"),
+        ({"data.batch_size": {"choice": []}}, "at least one value"),
+        ({"attack.eps": {"uniform": [0.1, 2.0]}}, "attack.eps"),
+        ({"data.batch_size": {"choice": [64, 4096]}}, "exceeds the training split"),
+        ({}, "empty"),
+    ],
+)
+def test_bad_search_spaces(space, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_space(space, Config(), max_batch=1257)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sweep.num_samples=0", "sweep.num_samples"),
+        ("sweep.searcher=grid", "sweep.searcher"),
+        ("sweep.workrs=2", "Unknown config key 'sweep.workrs'"),
+        ("final.protocol=xyz", "finetune.protocol"),
+        ("eval.eps=2", "eval.eps"),
+        ("attack.eps=-1", "attack.eps"),
+    ],
+)
+def test_bad_sweep_settings(override, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_sweep(None, [override])
+
+
+def test_cli_bad_input_before_anything_starts(tmp_path, capsys) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump({**SMALL, "space": {"attack.nope": {"int": [1, 2]}}}))
+    assert main(["sweep", "--config", str(cfg), "--out", str(tmp_path / "a")]) == 2
+    assert "attack.nope" in capsys.readouterr().out and not (tmp_path / "a").exists()
+    assert main(["sweep", "--resume", str(tmp_path)]) == 2
+    assert "is not a sweep folder" in capsys.readouterr().out
+    cfg.write_text(yaml.safe_dump({**SMALL, "sweep": {"workers": 4}}))  # 4 CPUs on a 2-CPU Ray
+    assert main(["sweep", "--config", str(cfg), "--out", str(tmp_path / "b")]) == 2
+    assert "A trial needs 4 CPU" in capsys.readouterr().out and not (tmp_path / "b").exists()
