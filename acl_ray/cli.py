@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from acl_ray.config.pretrain import Config, load_config, parse_set
+from acl_ray.config.fields import parse_set
+from acl_ray.config.pretrain import Config, load_config
 from acl_ray.console import console
 
 
@@ -54,7 +55,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from acl_ray.algorithm.finetune import FinetuneConfig, finetune
+    from acl_ray.algorithm.finetune import finetune
+    from acl_ray.config.protocols import FinetuneConfig
 
     values = parse_set(args.overrides)
     if args.route is not None:
@@ -103,7 +105,8 @@ def _set_arg(p: argparse.ArgumentParser, example: str) -> None:
 
 
 def cmd_semisup(args: argparse.Namespace) -> int:
-    from acl_ray.algorithm.semisup import SemisupConfig, semisup
+    from acl_ray.algorithm.semisup import semisup
+    from acl_ray.config.protocols import SemisupConfig
 
     values = parse_set(args.overrides)
     if args.label_fraction is not None:

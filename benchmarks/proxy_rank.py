@@ -22,10 +22,10 @@ from scipy.stats import spearmanr
 
 from acl_ray.algorithm.data import load_datasets
 from acl_ray.algorithm.final_eval import final_eval
-from acl_ray.algorithm.finetune import FinetuneConfig
 from acl_ray.algorithm.pretrain import Pretrainer, set_threads
-from acl_ray.algorithm.proxy import ProxyConfig, proxy_eval
+from acl_ray.algorithm.proxy import proxy_eval
 from acl_ray.config.pretrain import Config
+from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
 
 RUNS = {
     "ds": {},

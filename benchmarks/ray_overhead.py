@@ -33,7 +33,8 @@ from typing import Any
 
 import ray
 
-from acl_ray.config.pretrain import Config, parse_set
+from acl_ray.config.fields import parse_set
+from acl_ray.config.pretrain import Config
 from acl_ray.orchestration.ray_train import run_pretrain_ray
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,10 +18,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from acl_ray.algorithm.finetune import FinetuneConfig, finetune, random_checkpoint
+from acl_ray.algorithm.finetune import finetune, random_checkpoint
 from acl_ray.algorithm.robustness import evaluate_checkpoint
 from acl_ray.algorithm.run_pretrain import run_pretrain
 from acl_ray.config.pretrain import Config
+from acl_ray.config.protocols import FinetuneConfig
 
 MODELS = {"ds": "ACL-DS", "simclr": "SimCLR", "random": "random init"}
 PROTOCOLS = ("slf", "alf", "aff")

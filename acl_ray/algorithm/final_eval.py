@@ -13,15 +13,9 @@ from typing import Any
 import torch
 
 from acl_ray.algorithm.data import Datasets
-from acl_ray.algorithm.finetune import (
-    Classifier,
-    FinetuneConfig,
-    _encoder,
-    _train,
-    resolve_route,
-    split_tensors,
-)
+from acl_ray.algorithm.finetune import Classifier, _encoder, _train, resolve_route, split_tensors
 from acl_ray.algorithm.robustness import accuracy, pgd_name, robust_accuracy
+from acl_ray.config.protocols import FinetuneConfig
 
 
 def final_eval(

@@ -12,10 +12,9 @@ selection); the test split is only reported. No augmentation: digits are 8x8.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,82 +29,15 @@ from acl_ray.algorithm.data import DatasetInfo, Split, load_datasets
 from acl_ray.algorithm.models import Encoder
 from acl_ray.algorithm.pretrain import Pretrainer, resolve_device, set_threads
 from acl_ray.algorithm.robustness import (
-    EvalConfig,
     accuracy,
     pgd_name,
     robust_accuracy,
-    with_eval_from_dict,
-    with_eval_override,
-    with_eval_to_dict,
 )
 from acl_ray.algorithm.trades import trades_loss
-from acl_ray.config.pretrain import Config, _check, _choice
+from acl_ray.config.pretrain import Config
+from acl_ray.config.protocols import FinetuneConfig
 
-PROTOCOLS = ("slf", "alf", "aff")
-ROUTES = ("auto", "clean", "adv")
-OPTIMIZERS = ("auto", "adam", "sgd")
-# Defaults for fields left at 0 / "auto": per protocol (epochs, optimizer), per optimizer the lr.
-DEFAULTS = {"slf": (40, "adam"), "alf": (20, "adam"), "aff": (20, "sgd")}
-DEFAULT_LR = {"adam": 1e-2, "sgd": 0.05}
 METRICS = "metrics.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
-    protocol: str = "slf"  # slf (linear, clean) | alf (linear, PGD-10) | aff (full network, TRADES)
-    route: str = "auto"  # BN route kept: auto (adv when the checkpoint has it) | clean | adv
-    epochs: int = 0  # 0 = protocol default (slf 40, alf 20, aff 20)
-    optimizer: str = "auto"  # auto (slf/alf adam, aff sgd) | adam | sgd
-    lr: float = 0.0  # 0 = protocol default (adam 1e-2; aff sgd 0.05; paper AFF: sgd 0.1)
-    momentum: float = 0.9  # SGD momentum (paper: 0.9)
-    weight_decay: float = 2e-4  # paper (TRADES finetuning): 2e-4
-    batch_size: int = 128  # paper: 128; the lr follows a per-step cosine schedule to 0
-    beta: float = 6.0  # TRADES weight of the KL term (paper: 6)
-    train_eps: float = 0.0  # ALF/AFF training attack radius; 0 = eval.eps
-    train_steps: int = 10  # ALF PGD / AFF TRADES attack steps (paper: 10), step train_eps / 4
-    seed: int = 0  # head initialisation, batch order, training attack starts
-    select_every: int = 5  # epochs between validation evaluations (the last epoch always runs)
-    val_size: int = 1000  # validation images used for selection (the first of the split)
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads; 0 = the CPUs this process may use
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # test attack, keys eval.*
-
-    def __post_init__(self) -> None:
-        _choice("finetune.protocol", self.protocol, PROTOCOLS)
-        _choice("finetune.route", self.route, ROUTES)
-        _choice("finetune.optimizer", self.optimizer, OPTIMIZERS)
-        _choice("finetune.device", self.device, ("auto", "cpu", "cuda"))
-        _check(self.epochs >= 0, "finetune.epochs", "an integer >= 0 (0 = protocol default)", self.epochs)
-        _check(self.lr >= 0, "finetune.lr", ">= 0 (0 = protocol default)", self.lr)
-        _check(0 <= self.momentum < 1, "finetune.momentum", "in [0, 1)", self.momentum)
-        _check(self.weight_decay >= 0, "finetune.weight_decay", ">= 0", self.weight_decay)
-        _check(self.batch_size >= 1, "finetune.batch_size", "an integer >= 1", self.batch_size)
-        _check(self.beta >= 0, "finetune.beta", ">= 0", self.beta)
-        _check(0 <= self.train_eps <= 1, "finetune.train_eps", "in [0, 1] (0 = eval.eps)", self.train_eps)
-        _check(self.train_steps >= 1, "finetune.train_steps", "an integer >= 1", self.train_steps)
-        _check(self.select_every >= 1, "finetune.select_every", "an integer >= 1", self.select_every)
-        _check(self.val_size >= 1, "finetune.val_size", "an integer >= 1", self.val_size)
-        _check(self.threads >= 0, "finetune.threads", ">= 0", self.threads)
-
-    def resolved(self) -> FinetuneConfig:
-        """A copy with the protocol defaults filled in (what config.yaml records)."""
-        epochs, opt = DEFAULTS[self.protocol]
-        opt = opt if self.optimizer == "auto" else self.optimizer
-        return dataclasses.replace(
-            self, epochs=self.epochs or epochs, optimizer=opt, lr=self.lr or DEFAULT_LR[opt],
-            train_eps=self.train_eps or self.eval.eps,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return with_eval_to_dict(self)
-
-    def override(self, values: Mapping[str, Any]) -> FinetuneConfig:
-        """Copy with ``finetune.<field>`` / ``eval.<field>`` values replaced (typed like config.py)."""
-        return with_eval_override(self, "finetune", values)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> FinetuneConfig:
-        return with_eval_from_dict(cls, "finetune", d)
 
 
 class Classifier(nn.Module):

@@ -9,7 +9,6 @@ head's training. How well it ranks checkpoints against the full SLF protocol is 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import torch
@@ -19,18 +18,8 @@ from torch import nn
 from acl_ray.algorithm.attacks import frozen_state
 from acl_ray.algorithm.data import Datasets
 from acl_ray.algorithm.models import Encoder
-from acl_ray.algorithm.robustness import EvalConfig, accuracy, robust_accuracy
-
-
-@dataclasses.dataclass(frozen=True)
-class ProxyConfig:
-    train_size: int = 600  # labelled training images for the head (the first of the split)
-    val_size: int = 300  # validation images attacked (the first of the split)
-    epochs: int = 30  # head epochs over the precomputed features
-    lr: float = 1e-2  # Adam
-    steps: int = 10  # PGD steps (CE and CW margin), step eps / 4
-    eps: float = 0.1  # the sweep's fixed threat model (digits: 0.1; CIFAR: 8/255)
-    time_budget_s: float = 30.0  # stop training the head after this long
+from acl_ray.algorithm.robustness import accuracy, robust_accuracy
+from acl_ray.config.protocols import EvalConfig, ProxyConfig
 
 
 class Probe(nn.Module):

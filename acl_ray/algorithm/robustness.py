@@ -15,10 +15,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,85 +26,8 @@ from torch import nn
 from acl_ray.algorithm.attacks import cw_margin, frozen_state, pgd_classifier
 from acl_ray.algorithm.data import load_datasets
 from acl_ray.algorithm.pretrain import resolve_device, set_threads
-from acl_ray.config.pretrain import _check, _choice, _coerce
-
-ATTACKS = ("pgd", "autoattack")
-LOSSES = ("ce", "cw")
-# "fast": APGD-CE (1 restart) + APGD-T, the two gradient attacks of the standard suite; "standard"
-# adds FAB-T and Square (5000 queries), which are slow on a CPU.
-AA_VERSIONS = ("fast", "standard")
-AA_ATTACKS = {"fast": ("apgd-ce", "apgd-t"), "standard": ("apgd-ce", "apgd-t", "fab-t", "square")}
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """Test-time attack (L-inf, pixel space [0, 1]); CIFAR paper setting: eps 8/255, alpha 2/255."""
-
-    eps: float = 0.1  # L-inf radius (digits default; paper, CIFAR: 8/255)
-    alpha: float = 0.0  # PGD step size; 0 = eps / 4
-    steps: int = 20  # PGD iterations (paper: 20)
-    restarts: int = 1  # random starts per loss; a point must survive all of them
-    losses: tuple[str, ...] = ("ce", "cw")  # PGD losses; a point must survive every one
-    batch_size: int = 500  # images per attack batch
-    attack: str = "pgd"  # pgd | autoattack (needs the pyautoattack extra)
-    aa_version: str = "fast"  # fast (APGD-CE + APGD-T) | standard (+ FAB-T + Square)
-    seed: int = 1  # seed of the random starts (the official code: torch.manual_seed(1))
-
-    def __post_init__(self) -> None:
-        if isinstance(self.losses, str):  # "ce,cw" from a --set flag
-            object.__setattr__(self, "losses", tuple(s.strip() for s in self.losses.split(",") if s.strip()))
-        object.__setattr__(self, "losses", tuple(self.losses))
-        _check(0 < self.eps <= 1, "eval.eps", "in (0, 1]", self.eps)
-        _check(0 <= self.alpha <= 1, "eval.alpha", "in [0, 1] (0 = eps/4)", self.alpha)
-        _check(self.steps >= 1, "eval.steps", "an integer >= 1", self.steps)
-        _check(self.restarts >= 1, "eval.restarts", "an integer >= 1", self.restarts)
-        _check(
-            len(self.losses) > 0 and all(s in LOSSES for s in self.losses),
-            "eval.losses", f"a non-empty list of {', '.join(LOSSES)}", self.losses,
-        )
-        _check(self.batch_size >= 1, "eval.batch_size", "an integer >= 1", self.batch_size)
-        _choice("eval.attack", self.attack, ATTACKS)
-        _choice("eval.aa_version", self.aa_version, AA_VERSIONS)
-
-    @property
-    def step_size(self) -> float:
-        return self.alpha if self.alpha > 0 else self.eps / 4
-
-
-T = TypeVar("T")
-
-
-def with_eval_to_dict(cfg: Any) -> dict[str, Any]:
-    """``asdict`` of a config holding an ``eval: EvalConfig`` field, YAML and weights_only-friendly."""
-    d = dataclasses.asdict(cfg)
-    d["eval"]["losses"] = list(cfg.eval.losses)
-    return d
-
-
-def with_eval_override(cfg: T, section: str, values: Mapping[str, Any]) -> T:
-    """Copy of ``cfg`` (fields + ``eval: EvalConfig``) with ``<section>.<field>`` / ``eval.<field>``
-    values replaced, typed like config.py; ``<section>.eval.<field>`` addresses the eval section too.
-    """
-    kw: dict[str, dict[str, Any]] = {section: {}, "eval": {}}
-    for key, value in values.items():
-        sec, _, name = key.partition(".")
-        if sec == section and name.startswith("eval."):
-            sec, name = "eval", name[5:]
-        cls: Any = {section: type(cfg), "eval": EvalConfig}.get(sec)
-        if cls is None or name not in {f.name for f in dataclasses.fields(cls)} or name == "eval":
-            allowed = [f"{section}.{f.name}" for f in dataclasses.fields(cfg) if f.name != "eval"]  # type: ignore[arg-type]
-            allowed += [f"eval.{f.name}" for f in dataclasses.fields(EvalConfig)]
-            raise ValueError(f"Unknown {section} key {key!r}: keys are {', '.join(allowed)}")
-        tp = typing.get_type_hints(cls)[name]
-        kw[sec][name] = value if typing.get_origin(tp) is tuple else _coerce(key, value, tp)
-    ev = dataclasses.replace(cfg.eval, **kw["eval"])  # type: ignore[attr-defined]
-    return dataclasses.replace(cfg, **kw[section], eval=ev)  # type: ignore[type-var]
-
-
-def with_eval_from_dict(cls: type[T], section: str, d: Mapping[str, Any]) -> T:
-    flat = {f"{section}.{k}": v for k, v in d.items() if k != "eval"}
-    flat.update({f"eval.{k}": v for k, v in (d.get("eval") or {}).items()})
-    return with_eval_override(cls(), section, flat)
+from acl_ray.config.fields import check, choice
+from acl_ray.config.protocols import AA_ATTACKS, AA_VERSIONS, ATTACKS, LOSSES, EvalConfig
 
 
 @torch.no_grad()
@@ -206,8 +128,8 @@ def autoattack_accuracy(
     AutoAttack's own check warnings (randomness, probability outputs, Square below the gradient
     attacks) are appended to ``warnings`` when given.
     """
-    _check(0 < eps <= 1, "eval.eps", "in (0, 1]", eps)
-    _choice("eval.aa_version", version, AA_VERSIONS)
+    check(0 < eps <= 1, "eval.eps", "in (0, 1]", eps)
+    choice("eval.aa_version", version, AA_VERSIONS)
     auto_attack = _autoattack_cls()
     if version == "standard":
         aa = auto_attack(model, device=x.device, eps=eps, norm="Linf", seed=seed, version="standard")

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,87 +28,16 @@ import yaml
 from acl_ray.algorithm.attacks import frozen_state, pgd_classifier
 from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from acl_ray.algorithm.data import load_datasets
-from acl_ray.algorithm.finetune import (
-    METRICS,
-    Classifier,
-    FinetuneConfig,
-    _encoder,
-    resolve_route,
-    split_tensors,
-)
+from acl_ray.algorithm.finetune import METRICS, Classifier, _encoder, resolve_route, split_tensors
 from acl_ray.algorithm.pretrain import resolve_device, set_threads
 from acl_ray.algorithm.robustness import (
-    EvalConfig,
     accuracy,
     pgd_name,
     robust_accuracy,
-    with_eval_from_dict,
-    with_eval_override,
-    with_eval_to_dict,
 )
-from acl_ray.config.pretrain import Config, _check, _choice
-
-ROUTES = ("auto", "clean", "adv")
-OPTIMIZERS = ("adam", "sgd")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-@dataclasses.dataclass(frozen=True)
-class SemisupConfig:
-    label_fraction: float = 0.1  # share of the training split with labels, in (0, 1] (paper: 0.01, 0.1)
-    seed: int = 0  # labelled draw, batch order, attack starts (official: 10)
-    # Stage 2, the clean teacher on the labelled images only (official: sgd lr 0.1, 100 epochs).
-    teacher_route: str = "clean"  # BN route: clean (official bnNameCnt 0) | adv | auto
-    teacher_epochs: int = 100  # passes over the labelled images (one step each at 10% of digits)
-    teacher_optimizer: str = "adam"  # adam | sgd
-    teacher_lr: float = 1e-3  # cosine per step to 0
-    # Stage 3, TRADES with distillation on labelled + unlabelled batches.
-    route: str = "auto"  # BN route: auto (adv when the checkpoint has it) | clean | adv
-    epochs: int = 10  # passes over the training split (official: 15)
-    optimizer: str = "sgd"  # adam | sgd (official: sgd)
-    lr: float = 0.05  # cosine per step to 0 (official: 0.1, decay at 5 and 10)
-    momentum: float = 0.9  # SGD momentum, both stages (official: 0.9)
-    weight_decay: float = 5e-4  # both stages (official: 5e-4)
-    batch_size: int = 128  # images per step, labelled + unlabelled (official: 250 at 10%, 200 at 1%)
-    labelled_batch: int = 0  # labelled images per step; 0 = proportional, >= 1 (official 25/250, 2/200)
-    alpha: float = 0.5  # distillation share on labelled rows: (1 - alpha) CE + alpha T^2 KD (official 0.5)
-    temperature: float = 1.0  # distillation temperature T (official: 1)
-    beta: float = 6.0  # TRADES weight of KL(p(x) || p(x_adv)) (official: 6)
-    train_eps: float = 0.0  # training PGD radius; 0 = eval.eps
-    train_steps: int = 10  # training PGD steps, step train_eps / 4 (official: 10)
-    select_every: int = 5  # epochs between validation evaluations (the last epoch always runs)
-    val_size: int = 1000  # validation images used for selection (the first of the split)
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads; 0 = the CPUs this process may use
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # test attack, keys eval.*
-
-    def __post_init__(self) -> None:
-        _check(0 < self.label_fraction <= 1, "semisup.label_fraction", "in (0, 1]", self.label_fraction)
-        for name, allowed in (("teacher_route", ROUTES), ("route", ROUTES), ("device", DEVICES),
-                              ("teacher_optimizer", OPTIMIZERS), ("optimizer", OPTIMIZERS)):
-            _choice(f"semisup.{name}", getattr(self, name), allowed)
-        for name in ("teacher_epochs", "epochs", "batch_size", "train_steps", "select_every", "val_size"):
-            _check(getattr(self, name) >= 1, f"semisup.{name}", "an integer >= 1", getattr(self, name))
-        for name in ("teacher_lr", "lr", "temperature"):
-            _check(getattr(self, name) > 0, f"semisup.{name}", "> 0", getattr(self, name))
-        for name in ("weight_decay", "beta", "threads"):
-            _check(getattr(self, name) >= 0, f"semisup.{name}", ">= 0", getattr(self, name))
-        _check(0 <= self.momentum < 1, "semisup.momentum", "in [0, 1)", self.momentum)
-        _check(0 <= self.alpha <= 1, "semisup.alpha", "in [0, 1]", self.alpha)
-        _check(0 <= self.train_eps <= 1, "semisup.train_eps", "in [0, 1] (0 = eval.eps)", self.train_eps)
-        _check(0 <= self.labelled_batch <= self.batch_size, "semisup.labelled_batch",
-               f"in [0, batch_size={self.batch_size}] (0 = proportional)", self.labelled_batch)
-
-    def to_dict(self) -> dict[str, Any]:
-        return with_eval_to_dict(self)
-
-    def override(self, values: Mapping[str, Any]) -> SemisupConfig:
-        """Copy with ``semisup.<field>`` / ``eval.<field>`` values replaced (typed like config.py)."""
-        return with_eval_override(self, "semisup", values)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SemisupConfig:
-        return with_eval_from_dict(cls, "semisup", d)
+from acl_ray.config.fields import check
+from acl_ray.config.pretrain import Config
+from acl_ray.config.protocols import FinetuneConfig, SemisupConfig
 
 
 def labelled_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -218,7 +147,7 @@ def semisup(
     routes, src = state["signature"]["routes"], str(checkpoint_dir)
     for name in ("teacher_route", "route"):  # "auto" resolves to adv when present
         v = getattr(cfg, name)
-        _check(v in (*routes, "auto"), f"semisup.{name}", f"a route of {src!r}: {', '.join(routes)}", v)
+        check(v in (*routes, "auto"), f"semisup.{name}", f"a route of {src!r}: {', '.join(routes)}", v)
     t_route, route = (resolve_route(r, routes, src) for r in (cfg.teacher_route, cfg.route))
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
@@ -229,7 +158,7 @@ def semisup(
         labelled = labelled_indices(data.train.labels, cfg.label_fraction, cfg.seed)
     lab = labelled.cpu().long().unique()  # (L,)
     ok = len(lab) > 0 and lab[0] >= 0 and lab[-1] < len(x)
-    _check(bool(ok), "labelled", f"non-empty indices in [0, {len(x)})", lab.tolist()[:5])
+    check(bool(ok), "labelled", f"non-empty indices in [0, {len(x)})", lab.tolist()[:5])
     lab = lab.to(device)
     unl = ~torch.isin(torch.arange(len(x), device=device), lab)  # (N,) bool
     x_lab, y_lab, x_unl = x[lab], y[lab], x[unl]
@@ -285,7 +214,8 @@ def semisup(
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     # load_classifier reads "config" as a FinetuneConfig: store the student's settings in its terms
     # (AFF is the closest protocol) and the semi-supervised config beside it.
-    shared = {n: getattr(cfg, n) for n in FinetuneConfig.__dataclass_fields__ if hasattr(cfg, n)}
+    names = [f.name for f in dataclasses.fields(FinetuneConfig)]
+    shared = {n: getattr(cfg, n) for n in names if hasattr(cfg, n)}
     ft = FinetuneConfig(**{**shared, "protocol": "aff", "route": route, "train_eps": eps})
     signature = {**state["signature"], "kind": "classifier", "route": route, "num_classes": k}
     save_checkpoint(out / CHECKPOINT, {

@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ray import tune
-
-from acl_ray.config.pretrain import Config, known_keys
+from acl_ray.config.fields import keys
+from acl_ray.config.pretrain import Config
 
 KINDS = ("int", "uniform", "loguniform", "choice")
 
@@ -56,9 +55,9 @@ def validate_space(spec: Mapping[str, Any], base: Config, max_batch: int | None 
     """Raise a one-line ``ValueError`` for unknown keys, kinds, empty ranges or unusable values."""
     if not spec:
         raise ValueError("Illegal space: it is empty; give at least one key to search")
-    keys = set(known_keys())
+    known = set(keys(Config))
     for key, dist in spec.items():
-        if key not in keys:
+        if key not in known:
             raise ValueError(f"Unknown search-space key {key!r}: must be a config key such as attack.eps")
         if not isinstance(dist, Mapping) or len(dist) != 1 or next(iter(dist)) not in KINDS:
             raise ValueError(
@@ -83,22 +82,6 @@ def validate_space(spec: Mapping[str, Any], base: Config, max_batch: int | None 
             raise ValueError(
                 f"Illegal space data.batch_size: {max(ends)} exceeds the training split ({max_batch} images)"
             )
-
-
-def to_tune(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Tune domains for a validated spec (``int`` is inclusive of its upper end)."""
-    out: dict[str, Any] = {}
-    for key, dist in spec.items():
-        kind, args = next(iter(dist.items()))
-        if kind == "int":
-            out[key] = tune.randint(int(args[0]), int(args[1]) + 1)
-        elif kind == "uniform":
-            out[key] = tune.uniform(float(args[0]), float(args[1]))
-        elif kind == "loguniform":
-            out[key] = tune.loguniform(float(args[0]), float(args[1]))
-        else:
-            out[key] = tune.choice(list(args))
-    return out
 
 
 def paper_point(spec: Mapping[str, Any], base: Config) -> dict[str, Any]:

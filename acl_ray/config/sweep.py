@@ -5,8 +5,8 @@ A sweep file is YAML with up to five sections; every one is optional::
     base:   {attack: {eps: 0.1}, run: {epochs: 20}}   # the ACL config every trial starts from
     space:  {attack.steps: {int: [1, 5]}, ...}        # acl_ray.config.space; default per dataset
     sweep:  {num_samples: 10, searcher: tpe, ...}     # SweepConfig below
-    proxy:  {train_size: 600, ...}                    # acl_ray.algorithm.proxy.ProxyConfig (per epoch)
-    final:  {protocol: slf, eval: {eps: 0.1}}         # acl_ray.algorithm.finetune.FinetuneConfig (at the end)
+    proxy:  {train_size: 600, ...}                    # acl_ray.config.protocols.ProxyConfig (per epoch)
+    final:  {protocol: slf, eval: {eps: 0.1}}         # acl_ray.config.protocols.FinetuneConfig (at the end)
 
 ``--set`` keys address the same: ``sweep.num_samples=8``, ``final.protocol=alf``,
 ``eval.eps=0.05`` (the final evaluation's attack), ``proxy.val_size=200``, ``attack.eps=0.05``
@@ -16,16 +16,15 @@ A sweep file is YAML with up to five sections; every one is optional::
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from acl_ray.algorithm.finetune import FinetuneConfig
-from acl_ray.algorithm.proxy import ProxyConfig
-from acl_ray.config.pretrain import Config, _check, _choice, _coerce, parse_set
+from acl_ray.config.fields import Settings, check, choice, parse_set, read_yaml_mapping
+from acl_ray.config.pretrain import Config
+from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
 from acl_ray.config.space import default_space
 
 SEARCHERS = ("tpe", "random", "nsga2")
@@ -34,7 +33,9 @@ SWEEP_FILE = "sweep.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(Settings):
+    prefix: ClassVar[str] = "sweep"
+
     num_samples: int = 10  # trials in the sweep
     searcher: str = "tpe"  # tpe (Optuna TPE) | random (baseline) | nsga2 (val SA and RA, multi-objective)
     seed: int = 0  # searcher seed
@@ -54,32 +55,19 @@ class SweepConfig:
     storage: str = ""  # Ray storage for multi-node clusters (s3://..., NFS); "" = the --out folder
 
     def __post_init__(self) -> None:
-        _choice("sweep.searcher", self.searcher, SEARCHERS)
-        _choice("sweep.scheduler", self.scheduler, SCHEDULERS)
-        _check(self.num_samples >= 1, "sweep.num_samples", "an integer >= 1", self.num_samples)
-        _check(self.startup_trials >= 0, "sweep.startup_trials", ">= 0", self.startup_trials)
-        _check(self.grace_period >= 1, "sweep.grace_period", ">= 1", self.grace_period)
-        _check(self.reduction_factor >= 2, "sweep.reduction_factor", ">= 2", self.reduction_factor)
-        _check(self.workers >= 1, "sweep.workers", "an integer >= 1", self.workers)
-        _check(self.cpus_per_worker > 0, "sweep.cpus_per_worker", "> 0", self.cpus_per_worker)
-        _check(self.gpus_per_worker >= 0, "sweep.gpus_per_worker", ">= 0", self.gpus_per_worker)
-        _check(self.max_concurrent >= 0, "sweep.max_concurrent", ">= 0", self.max_concurrent)
-        _check(self.max_failures >= 0, "sweep.max_failures", ">= 0", self.max_failures)
-        _check(self.proxy_every >= 1, "sweep.proxy_every", ">= 1", self.proxy_every)
-        _choice("sweep.metric", self.metric, ("val/robust_acc", "val/standard_acc"))
-
-
-def _replace_typed(obj: Any, section: str, values: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
-    kw = {}
-    for name, value in values.items():
-        if name not in names:
-            raise ValueError(
-                f"Unknown config key '{section}.{name}': {section} has {', '.join(sorted(names))}"
-            )
-        kw[name] = _coerce(f"{section}.{name}", value, hints[name])
-    return dataclasses.replace(obj, **kw)
+        choice("sweep.searcher", self.searcher, SEARCHERS)
+        choice("sweep.scheduler", self.scheduler, SCHEDULERS)
+        check(self.num_samples >= 1, "sweep.num_samples", "an integer >= 1", self.num_samples)
+        check(self.startup_trials >= 0, "sweep.startup_trials", ">= 0", self.startup_trials)
+        check(self.grace_period >= 1, "sweep.grace_period", ">= 1", self.grace_period)
+        check(self.reduction_factor >= 2, "sweep.reduction_factor", ">= 2", self.reduction_factor)
+        check(self.workers >= 1, "sweep.workers", "an integer >= 1", self.workers)
+        check(self.cpus_per_worker > 0, "sweep.cpus_per_worker", "> 0", self.cpus_per_worker)
+        check(self.gpus_per_worker >= 0, "sweep.gpus_per_worker", ">= 0", self.gpus_per_worker)
+        check(self.max_concurrent >= 0, "sweep.max_concurrent", ">= 0", self.max_concurrent)
+        check(self.max_failures >= 0, "sweep.max_failures", ">= 0", self.max_failures)
+        check(self.proxy_every >= 1, "sweep.proxy_every", ">= 1", self.proxy_every)
+        choice("sweep.metric", self.metric, ("val/robust_acc", "val/standard_acc"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +84,8 @@ class Sweep:
         return {
             "base": self.base.to_dict(),
             "space": {k: dict(v) for k, v in self.space.items()},
-            "sweep": dataclasses.asdict(self.sweep),
-            "proxy": dataclasses.asdict(self.proxy),
+            "sweep": self.sweep.to_dict(),
+            "proxy": self.proxy.to_dict(),
             "final": self.final.to_dict(),
         }
 
@@ -110,22 +98,22 @@ class Sweep:
                 f"Unknown sweep section(s) {sorted(unknown)}: sections are {', '.join(sorted(known))}"
             )
         base = Config.from_dict(d.get("base") or {})
-        sweep = _replace_typed(SweepConfig(), "sweep", d.get("sweep") or {})
-        proxy = _replace_typed(ProxyConfig(), "proxy", d.get("proxy") or {})
+        sweep = SweepConfig.from_dict(d.get("sweep") or {})
+        proxy = ProxyConfig.from_dict(d.get("proxy") or {})
         final = FinetuneConfig.from_dict(d.get("final") or {})
         space = dict(d["space"]) if d.get("space") else None
         groups: dict[str, dict[str, Any]] = {"sweep": {}, "proxy": {}, "final": {}, "base": {}}
         for key, value in parse_set(overrides).items():
             section, _, name = key.partition(".")
-            if section in ("sweep", "proxy"):
-                groups[section][name] = value
-            elif section in ("final", "eval"):
-                groups["final"][("finetune." if section == "final" else "eval.") + name] = value
+            if section in ("sweep", "proxy", "eval"):
+                groups["final" if section == "eval" else section][key] = value
+            elif section == "final":
+                groups["final"][name] = value  # a path inside the finetuning config
             else:
                 groups["base"][key] = value
         base = base.override(groups["base"])
-        sweep = _replace_typed(sweep, "sweep", groups["sweep"])
-        proxy = _replace_typed(proxy, "proxy", groups["proxy"])
+        sweep = sweep.override(groups["sweep"])
+        proxy = proxy.override(groups["proxy"])
         final = final.override(groups["final"])
         return cls(base, space or default_space(base.data.name), sweep, proxy, final)
 
@@ -135,12 +123,5 @@ class Sweep:
 
 def load_sweep(path: str | Path | None, overrides: Iterable[str] = ()) -> Sweep:
     """Defaults, then a sweep YAML file, then ``--set`` overrides; validated."""
-    d: Any = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"Sweep file {str(p)!r} does not exist")
-        d = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(d, Mapping):
-            raise ValueError(f"Sweep file {str(p)!r} must hold a mapping of sections")
+    d = {} if path is None else read_yaml_mapping(path, "Sweep file")
     return Sweep.from_dict(d, overrides)

@@ -84,8 +84,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def _evaluate(trainer: Pretrainer, data: Datasets, evals: dict[str, Any], last: bool) -> dict[str, Any]:
     """Proxy (and, at the last epoch, the full protocol) on rank 0's copy of the encoder."""
     from acl_ray.algorithm.final_eval import final_eval
-    from acl_ray.algorithm.finetune import FinetuneConfig
-    from acl_ray.algorithm.proxy import ProxyConfig, proxy_eval
+    from acl_ray.algorithm.proxy import proxy_eval
+    from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
 
     out: dict[str, Any] = {}
     if last or trainer.epoch % int(evals.get("proxy_every", 1)) == 0:

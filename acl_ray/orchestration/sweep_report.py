@@ -126,9 +126,9 @@ def _posthoc(checkpoint_path: str, final: dict[str, Any], data_cfg: dict[str, An
     from acl_ray.algorithm.checkpoint import load_checkpoint
     from acl_ray.algorithm.data import load_datasets
     from acl_ray.algorithm.final_eval import final_eval
-    from acl_ray.algorithm.finetune import FinetuneConfig
     from acl_ray.algorithm.pretrain import resolve_device, set_threads
     from acl_ray.config.pretrain import DataConfig
+    from acl_ray.config.protocols import FinetuneConfig
 
     set_threads(0)
     device = resolve_device("auto")

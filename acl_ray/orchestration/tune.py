@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from acl_ray.algorithm.data import load_datasets
 from acl_ray.config.pretrain import Config
-from acl_ray.config.space import paper_point, to_tune, validate_space
+from acl_ray.config.space import paper_point, validate_space
 from acl_ray.config.sweep import SWEEP_FILE, Sweep
 from acl_ray.console import log
 from acl_ray.orchestration.ray_train import ensure_ray, train_loop_per_worker
@@ -119,6 +120,22 @@ def make_driver(spec: dict[str, Any], storage: str) -> Any:
         ).fit()
 
     return train_driver
+
+
+def to_tune(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Tune domains for a validated spec (``int`` is inclusive of its upper end)."""
+    out: dict[str, Any] = {}
+    for key, dist in spec.items():
+        kind, args = next(iter(dist.items()))
+        if kind == "int":
+            out[key] = ray.tune.randint(int(args[0]), int(args[1]) + 1)
+        elif kind == "uniform":
+            out[key] = ray.tune.uniform(float(args[0]), float(args[1]))
+        elif kind == "loguniform":
+            out[key] = ray.tune.loguniform(float(args[0]), float(args[1]))
+        else:
+            out[key] = ray.tune.choice(list(args))
+    return out
 
 
 def build_searcher(s: Sweep) -> OptunaSearch:

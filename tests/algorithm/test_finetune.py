@@ -8,19 +8,13 @@ from torch import nn
 
 from acl_ray.algorithm.checkpoint import load_checkpoint
 from acl_ray.algorithm.data import load_datasets
-from acl_ray.algorithm.finetune import (
-    Classifier,
-    FinetuneConfig,
-    _encoder,
-    finetune,
-    load_classifier,
-    random_checkpoint,
-)
-from acl_ray.algorithm.robustness import EvalConfig, evaluate_checkpoint
+from acl_ray.algorithm.finetune import Classifier, _encoder, finetune, load_classifier, random_checkpoint
+from acl_ray.algorithm.robustness import evaluate_checkpoint
 from acl_ray.algorithm.run_pretrain import run_pretrain
 from acl_ray.algorithm.trades import trades_attack, trades_loss
 from acl_ray.cli import main
 from acl_ray.config.pretrain import Config
+from acl_ray.config.protocols import EvalConfig, FinetuneConfig
 
 TINY = {"data.name": "synthetic", "data.batch_size": 64, "run.epochs": 1, "run.threads": 1}
 TINY["run.progress"] = False

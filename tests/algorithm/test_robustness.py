@@ -7,8 +7,6 @@ from torch import nn
 
 from acl_ray.algorithm.data import load_datasets
 from acl_ray.algorithm.robustness import (
-    LOSSES,
-    EvalConfig,
     accuracy,
     autoattack_accuracy,
     masking_checks,
@@ -17,6 +15,7 @@ from acl_ray.algorithm.robustness import (
     zero_gradient_fraction,
 )
 from acl_ray.config.pretrain import DataConfig
+from acl_ray.config.protocols import LOSSES, EvalConfig
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ from acl_ray.algorithm.data import Split, load_datasets
 from acl_ray.algorithm.finetune import load_classifier
 from acl_ray.algorithm.robustness import evaluate_checkpoint
 from acl_ray.algorithm.run_pretrain import run_pretrain
-from acl_ray.algorithm.semisup import SemisupConfig, labelled_indices, semisup, semisup_loss
+from acl_ray.algorithm.semisup import labelled_indices, semisup, semisup_loss
 from acl_ray.cli import main
 from acl_ray.config.pretrain import Config
+from acl_ray.config.protocols import SemisupConfig
 
 torch.set_num_threads(1)
 

@@ -4,7 +4,12 @@ import pytest
 import yaml
 
 import acl_ray.config.pretrain as config_module
-from acl_ray.config.pretrain import Config, known_keys, load_config, parse_set
+import acl_ray.config.protocols as protocols
+import acl_ray.config.sweep as sweep_module
+from acl_ray.config.fields import keys, parse_set
+from acl_ray.config.pretrain import Config, load_config
+from acl_ray.config.protocols import FinetuneConfig, ProxyConfig, SemisupConfig
+from acl_ray.config.sweep import SweepConfig
 
 
 def test_defaults_are_the_digits_setting() -> None:
@@ -28,14 +33,58 @@ def test_set_overrides_are_typed() -> None:
     assert c.attack.eps == pytest.approx(0.0313) and c.run.progress is False
 
 
-def test_every_field_has_a_key_and_a_comment() -> None:
-    keys = known_keys()
-    assert "attack.eps" in keys and "data.batch_size" in keys and "loss.temperature" in keys
-    src = Path(config_module.__file__).read_text()
-    for key in keys:
-        name = key.split(".")[1]
+@pytest.mark.parametrize(
+    ("module", "cls"),
+    [(config_module, Config), (protocols, FinetuneConfig), (protocols, SemisupConfig),
+     (protocols, ProxyConfig), (sweep_module, SweepConfig)],
+)
+def test_every_field_has_a_key_and_a_comment(module, cls) -> None:
+    found = keys(cls)
+    if cls is Config:
+        assert "attack.eps" in found and "data.batch_size" in found and "loss.temperature" in found
+    src = Path(module.__file__).read_text()
+    for key in found:
+        name = key.split(".")[-1]
         line = next(ln for ln in src.splitlines() if ln.strip().startswith(f"{name}:"))
         assert "#" in line, f"field {key} has no comment"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"finetune.epochs": "7"}, ("epochs", 7)),
+        ({"eval.eps": 0.05}, ("eval.eps", 0.05)),
+        ({"finetune.eval.steps": 3.0}, ("eval.steps", 3)),
+        ({"eval.losses": "cw"}, ("eval.losses", ("cw",))),
+    ],
+)
+def test_one_typed_override_reaches_nested_sections(values, expected) -> None:
+    cfg = FinetuneConfig().override(values)
+    path, want = expected
+    got = cfg
+    for part in path.split("."):
+        got = getattr(got, part)
+    assert got == want and type(got) is type(want)
+    assert FinetuneConfig.from_dict(cfg.to_dict()) == cfg  # the dict round trip keeps every value
+
+
+@pytest.mark.parametrize(
+    ("cls", "key"),
+    [(Config, "attack.nope"), (Config, "attack"), (FinetuneConfig, "finetune.eval"),
+     (FinetuneConfig, "eval.nope"), (SweepConfig, "sweep.nope"), (ProxyConfig, "train_size.x")],
+)
+def test_unknown_keys_are_one_line_errors(cls, key) -> None:
+    with pytest.raises(ValueError, match=f"Unknown config key '{key}'") as e:
+        cls().override({key: 1})
+    assert "\n" not in str(e.value)
+
+
+def test_config_file_that_is_not_yaml_is_one_line(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("attack: {eps: [0.1\n")
+    with pytest.raises(ValueError, match=r"is not valid YAML \(line") as e:
+        load_config(bad)
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize(

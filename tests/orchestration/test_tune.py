@@ -7,8 +7,9 @@ import yaml
 
 from acl_ray.cli import main
 from acl_ray.config.pretrain import Config, load_config
-from acl_ray.config.space import paper_point, to_tune, validate_space
+from acl_ray.config.space import paper_point, validate_space
 from acl_ray.config.sweep import Sweep, load_sweep
+from acl_ray.orchestration.tune import to_tune
 
 SMALL = {
     "base": {"data": {"name": "synthetic", "synthetic_size": 300, "batch_size": 32}, "run": {"epochs": 3}},
