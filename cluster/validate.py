@@ -11,8 +11,8 @@ The project's rules on top: the head declares an integer ``TRAIN_DRIVER`` (sweep
 request it), each worker type has ``min_workers <= max_workers``, and GPU types run their
 container with ``--gpus all``. No credentials and no network are needed::
 
-    python cluster/validate.py cluster/aws.yaml            # exit 1 on an invalid config
-    python cluster/validate.py cluster/aws.yaml --strict   # ... or on a REPLACE_ME left in it
+    python cluster/validate.py cluster.yaml            # exit 1 on an invalid config
+    python cluster/validate.py cluster.yaml --strict   # ... or on a REPLACE_ME left in it
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def placeholders(node: Any, where: str = "") -> Iterator[str]:
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
-    parser.add_argument("path", nargs="?", default=str(Path(__file__).with_name("aws.yaml")))
+    parser.add_argument("path", nargs="?", default=str(Path(__file__).resolve().parent.parent / "cluster.yaml"))
     parser.add_argument("--strict", action="store_true", help=f"also fail while a {PLACEHOLDER} is left")
     args = parser.parse_args(argv)
     try:

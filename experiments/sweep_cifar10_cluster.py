@@ -1,9 +1,9 @@
 """The CIFAR-10 sweep on a GPU cluster: ACL-DS knobs tuned by TPE + ASHA (configs/sweep_cifar10.yaml).
 
-On the head of a cluster started with ``ray up cluster/aws.yaml`` (set ``sweep.storage`` in the
+On the head of a cluster started with ``ray up cluster.yaml`` (set ``sweep.storage`` in the
 YAML, or pass ``--set sweep.storage=s3://BUCKET/PREFIX``, first)::
 
-    ray submit cluster/aws.yaml experiments/sweep_cifar10_cluster.py -- --out /home/ray/sweeps/c10 --gpus 4
+    ray submit cluster.yaml experiments/sweep_cifar10_cluster.py -- --out /home/ray/sweeps/c10 --gpus 4
     python experiments/sweep_cifar10_cluster.py --out /tmp/c10 --smoke     # ~1 min: 1 synthetic trial
 
 ``--gpus N`` asks the autoscaler for N GPU workers and waits until they have joined: the sweep sizes

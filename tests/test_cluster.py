@@ -1,4 +1,4 @@
-"""cluster/aws.yaml passes Ray's own offline preparation + schema, and broken copies of it fail."""
+"""cluster.yaml passes Ray's own offline preparation + schema, and broken copies of it fail."""
 
 import copy
 import importlib.util
@@ -13,7 +13,7 @@ import ray
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-AWS = ROOT / "cluster" / "aws.yaml"
+AWS = ROOT / "cluster.yaml"
 _spec = importlib.util.spec_from_file_location("cluster_validate", ROOT / "cluster" / "validate.py")
 assert _spec is not None and _spec.loader is not None
 cv = importlib.util.module_from_spec(_spec)
@@ -30,7 +30,7 @@ def _write(tmp_path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def test_aws_yaml_is_valid_offline() -> None:
+def test_cluster_yaml_is_valid_offline() -> None:
     cfg = cv.validate(AWS)
     types, head = cfg["available_node_types"], cfg["head_node_type"]
     assert types[head]["resources"]["TRAIN_DRIVER"] >= 1 and types[head]["max_workers"] == 0
