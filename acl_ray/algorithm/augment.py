@@ -297,3 +297,22 @@ def two_views(
     views = augment(torch.cat([x, x]), spec, generator)  # (2N, C, H, W)
     first, second = views.chunk(2)
     return first, second
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Finetuning augmentation for CIFAR, per image: a random crop of the zero-padded image (as
+    torchvision ``RandomCrop(size, padding=pad)``) and a horizontal flip with probability 0.5.
+
+    Whole pixels only, so a kept pixel is an exact copy. Shape: (N, C, H, W) -> (N, C, H, W).
+    """
+    n, _, h, w = x.shape
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=generator.device)
+    flip = torch.rand(n, generator=generator, device=generator.device) < 0.5  # (N,)
+    offsets, flip = offsets.to(x.device), flip.to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))  # (N, C, H + 2 pad, W + 2 pad), zeros outside
+    rows = offsets[:, :1] + torch.arange(h, device=x.device)  # (N, H)
+    cols = offsets[:, 1:] + torch.arange(w, device=x.device)  # (N, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)  # (N, W) a flip reads the columns backwards
+    batch = torch.arange(n, device=x.device)[:, None, None]  # (N, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format)

@@ -61,9 +61,37 @@ PROTOCOLS = ("slf", "alf", "aff")
 ROUTES = ("auto", "clean", "adv")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("auto", "adam", "sgd")
+LR_SCHEDULES = ("cosine", "step")
+FINETUNE_AUGMENTS = ("none", "crop_flip")
 # Defaults for fields left at 0 / "auto": per protocol (epochs, optimizer), per optimizer the lr.
 DEFAULTS = {"slf": (40, "adam"), "alf": (20, "adam"), "aff": (20, "sgd")}
 DEFAULT_LR = {"adam": 1e-2, "sgd": 0.05}
+
+# Published CIFAR finetuning protocols (research/acl.md 1.5, 1.9), so that a number means what the
+# tables mean. Test attack: PGD-20 at 8/255 with step 2/255, and AutoAttack standard through
+# ``acl-ray evaluate`` (the RobustSSL leaderboard's number). Selection: validation robust accuracy
+# every epoch on the whole 5,000-image validation split, as the official ``train_trades.py``.
+_CIFAR_EVAL = {"eval.eps": 8 / 255, "eval.alpha": 2 / 255, "eval.steps": 20, "eval.attack": "autoattack",
+               "eval.aa_version": "standard"}
+_CIFAR_FIT = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 2e-4, "lr_schedule": "step",
+              "augment": "crop_flip", "select_every": 1, "val_size": 5000, "train_steps": 10, **_CIFAR_EVAL}
+PRESETS: dict[str, dict[str, object]] = {
+    # The official ACL repository's AFF (train_trades.py defaults): TRADES beta 6, SGD 0.1, batch 128,
+    # 25 epochs, lr x0.1 after epochs 15 and 20.
+    "acl-aff": {**_CIFAR_FIT, "protocol": "aff", "lr": 0.1, "batch_size": 128, "epochs": 25,
+                "milestones": (15, 20), "beta": 6.0},
+    # RobustSSL benchmark (Vanilla_Finetuning setup_hyperparameter, CIFAR-10): SLF / ALF SGD 0.01,
+    # batch 512, 25 epochs, x0.1 after 10 and 20 (ALF on PGD-10); AFF SGD 0.1, batch 128, 100 epochs,
+    # x0.1 after 40 and 60.
+    "robustssl-slf": {**_CIFAR_FIT, "protocol": "slf", "lr": 0.01, "batch_size": 512, "epochs": 25,
+                      "milestones": (10, 20)},
+    "robustssl-alf": {**_CIFAR_FIT, "protocol": "alf", "lr": 0.01, "batch_size": 512, "epochs": 25,
+                      "milestones": (10, 20)},
+    "robustssl-aff": {**_CIFAR_FIT, "protocol": "aff", "lr": 0.1, "batch_size": 128, "epochs": 100,
+                      "milestones": (40, 60), "beta": 6.0},
+    # The embedded digits setting (DESIGN.md): today's defaults; its tables add AutoAttack standard.
+    "digits": {"eval.attack": "autoattack", "eval.aa_version": "standard"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +105,10 @@ class FinetuneConfig(Settings):
     lr: float = 0.0  # 0 = protocol default (adam 1e-2; aff sgd 0.05; paper AFF: sgd 0.1)
     momentum: float = 0.9  # SGD momentum (paper: 0.9)
     weight_decay: float = 2e-4  # paper (TRADES finetuning): 2e-4
-    batch_size: int = 128  # paper: 128; the lr follows a per-step cosine schedule to 0
+    batch_size: int = 128  # paper: 128
+    lr_schedule: str = "cosine"  # cosine (per step, to 0) | step (x0.1 after each of milestones)
+    milestones: tuple[int, ...] = ()  # step schedule: epochs after which the lr drops 10x (ACL: 15, 20)
+    augment: str = "none"  # none | crop_flip (4-pixel padded random crop + horizontal flip, CIFAR)
     beta: float = 6.0  # TRADES weight of the KL term (paper: 6)
     train_eps: float = 0.0  # ALF/AFF training attack radius; 0 = eval.eps
     train_steps: int = 10  # ALF PGD / AFF TRADES attack steps (paper: 10), step train_eps / 4
@@ -86,9 +117,21 @@ class FinetuneConfig(Settings):
     val_size: int = 1000  # validation images used for selection (the first of the split)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = the CPUs this process may use
+    preset: str = ""  # the published protocol these values came from (PRESETS), "" = none; a record
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # test attack, keys eval.*
 
     def __post_init__(self) -> None:
+        if isinstance(self.milestones, str):  # "15,20" from a --set flag
+            object.__setattr__(self, "milestones", tuple(x for x in self.milestones.split(",") if x.strip()))
+        try:
+            object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        except (TypeError, ValueError):
+            raise ValueError(f"Illegal finetune.milestones={self.milestones!r}: must be epoch numbers") from None
+        check(all(m >= 1 for m in self.milestones), "finetune.milestones", "epochs >= 1", self.milestones)
+        choice("finetune.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        choice("finetune.augment", self.augment, FINETUNE_AUGMENTS)
+        check(self.preset in ("", *PRESETS), "finetune.preset", f"one of {', '.join(PRESETS)} (or empty)",
+              self.preset)
         choice("finetune.protocol", self.protocol, PROTOCOLS)
         choice("finetune.route", self.route, ROUTES)
         choice("finetune.optimizer", self.optimizer, OPTIMIZERS)
@@ -104,6 +147,12 @@ class FinetuneConfig(Settings):
         check(self.select_every >= 1, "finetune.select_every", "an integer >= 1", self.select_every)
         check(self.val_size >= 1, "finetune.val_size", "an integer >= 1", self.val_size)
         check(self.threads >= 0, "finetune.threads", ">= 0", self.threads)
+
+    @classmethod
+    def from_preset(cls, name: str) -> FinetuneConfig:
+        """The finetuning config of a published protocol (``PRESETS``); ``--set`` may change it after."""
+        choice("--preset", name, tuple(PRESETS))
+        return cls().override({**PRESETS[name], "preset": name})
 
     def resolved(self) -> FinetuneConfig:
         """A copy with the protocol defaults filled in (what config.yaml records)."""

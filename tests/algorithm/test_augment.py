@@ -225,3 +225,25 @@ def test_crops_touching_the_edge_are_not_darkened(c: int) -> None:
     x = torch.full((64, c, 8, 8), 0.7)
     spec = AugmentSpec(crop_scale=(0.1, 1.0), flip=True)
     torch.testing.assert_close(augment(x, spec, gen()), x)
+
+
+def _crop_flip_reference(img: torch.Tensor, dy: int, dx: int, flip: bool, pad: int = 4) -> torch.Tensor:
+    """One image the naive way: pad with zeros, slice the window, maybe mirror it."""
+    padded = torch.zeros(img.shape[0], img.shape[1] + 2 * pad, img.shape[2] + 2 * pad)
+    padded[:, pad : pad + img.shape[1], pad : pad + img.shape[2]] = img
+    out = padded[:, dy : dy + img.shape[1], dx : dx + img.shape[2]]
+    return out.flip(-1) if flip else out
+
+
+def test_crop_flip_matches_a_per_image_reference() -> None:
+    from acl_ray.algorithm.augment import crop_flip
+
+    x = torch.rand(64, 3, 8, 6, generator=torch.Generator().manual_seed(0))
+    out = crop_flip(x, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)  # replay the draws: offsets, then flips
+    offsets = torch.randint(0, 9, (64, 2), generator=gen)
+    flips = torch.rand(64, generator=gen) < 0.5
+    assert 5 < int(flips.sum()) < 59 and out.shape == x.shape
+    for i in range(64):
+        want = _crop_flip_reference(x[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]))
+        assert torch.equal(out[i], want), i
