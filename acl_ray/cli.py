@@ -7,9 +7,31 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+from rich.markup import escape
+
 from acl_ray.config.fields import parse_set
 from acl_ray.config.pretrain import Config, load_config
 from acl_ray.console import console
+
+# Bad input a user can fix, printed as one line with exit code 2: a wrong value or file (ValueError),
+# a missing, unreadable or unreachable path, dataset or cluster (OSError), YAML that does not parse.
+# Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError, yaml.YAMLError)
+
+
+def _error_line(e: BaseException) -> str:
+    """The error as one line of rich markup: whitespace runs joined, brackets escaped.
+
+    Unescaped, rich reads ``[low, high]`` or ``[Errno 2]`` as a style tag and drops it.
+    """
+    text = " ".join(str(e).split()) or type(e).__name__
+    return escape(f"invalid YAML: {text}" if isinstance(e, yaml.YAMLError) else text)
+
+
+def _say(text: str) -> None:
+    """One result line holding user or data text (paths, names): printed verbatim, never wrapped."""
+    console.print(text, markup=False, soft_wrap=True)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -28,9 +50,10 @@ def _resolve(args: argparse.Namespace) -> Config:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from acl_ray.algorithm.run_pretrain import run_pretrain
+    cfg = _resolve(args)  # a bad config fails before the heavy imports
 
-    cfg = _resolve(args)
+    from acl_ray.algorithm.pretrain import run_pretrain
+
     if args.workers is None:
         rows = run_pretrain(cfg, args.out, resume=args.resume)
     else:
@@ -47,7 +70,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             max_failures=args.max_failures,
         )
     if rows:
-        console.print(
+        _say(
             f"done: {len(rows)} epochs, loss {rows[0]['train/loss']:.4f} -> {rows[-1]['train/loss']:.4f}; "
             f"run in {args.out}"
         )
@@ -63,7 +86,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         values["finetune.route"] = args.route
     cfg = FinetuneConfig(protocol=args.protocol).override(values)
     m = finetune(args.checkpoint, cfg, args.out)
-    console.print(
+    _say(
         f"{m['protocol']} ({m['route']} BN): val SA {m['val/standard_acc']:.3f} "
         f"RA {m['val/robust_acc']:.3f}; "
         f"test SA {m['eval/standard_acc']:.3f} RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, "
@@ -75,8 +98,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from rich.markup import escape
-
     from acl_ray.algorithm.robustness import evaluate_checkpoint
 
     m = evaluate_checkpoint(args.checkpoint, args.attack, args.eps, parse_set(args.overrides), args.checks)
@@ -84,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"evaluate_{attack}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(m, indent=2))
-    console.print(
+    _say(
         f"test SA {m['eval/standard_acc']:.3f}  RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, eps "
         f"{m['eval/eps']})  PGD RA {m['eval/pgd_robust_acc']:.3f}; {out}/metrics.json"
     )
@@ -112,7 +133,7 @@ def cmd_semisup(args: argparse.Namespace) -> int:
     if args.label_fraction is not None:
         values["semisup.label_fraction"] = args.label_fraction
     m = semisup(args.checkpoint, SemisupConfig().override(values), args.out)
-    console.print(
+    _say(
         f"semisup ({m['semisup/labelled']} labelled): teacher test SA {m['teacher/standard_acc']:.3f}; "
         f"test SA {m['eval/standard_acc']:.3f} RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, "
         f"eps {m['eval/eps']}); {args.out}/metrics.json"
@@ -121,17 +142,24 @@ def cmd_semisup(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from acl_ray.config.space import validate_space
     from acl_ray.config.sweep import load_sweep
-    from acl_ray.orchestration.tune import resume_sweep, run_sweep
 
     if args.resume:
         if args.config or args.overrides:
             raise ValueError("--resume continues a sweep as it was saved: drop --config / --set")
+        from acl_ray.orchestration.tune import resume_sweep
+
         resume_sweep(args.resume, args.address)
         return 0
     if not args.out:
         raise ValueError("--out is required for a new sweep (or pass --resume DIR)")
-    run_sweep(load_sweep(args.config, args.overrides), args.out, args.address)
+    sweep = load_sweep(args.config, args.overrides)
+    validate_space(sweep.space, sweep.base)  # before Ray is imported; run_sweep also checks batch sizes
+
+    from acl_ray.orchestration.tune import run_sweep
+
+    run_sweep(sweep, args.out, args.address)
     return 0
 
 
@@ -206,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parse_set(args.overrides)  # reject malformed --set before any work
         return int(args.func(args))
-    except ValueError as e:  # bad input: one line, nothing written over
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+    except EXPECTED_ERRORS as e:  # bad input: one line, nothing written over
+        console.print(f"[red]error:[/red] {_error_line(e)}", soft_wrap=True)
         return 2
 
 

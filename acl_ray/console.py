@@ -1,4 +1,5 @@
-"""Console output from the main process only (rank 0), through rich."""
+"""Console output from the main process only (rank 0), through rich. Shared by every layer: imports
+nothing of acl_ray, nor torch or Ray."""
 
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty
 
 
 def is_main_process() -> bool:
-    """True on rank 0 of a torch.distributed group, or when there is no group."""
-    import torch.distributed as dist
+    """True on rank 0 of a torch.distributed group, or when there is no group.
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
+    Never imports torch (``acl-ray analyze`` runs without it): a process group can only exist
+    once ``torch.distributed`` has been imported.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank()) == 0
     return int(os.environ.get("RANK", "0")) == 0
 
 

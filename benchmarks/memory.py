@@ -50,7 +50,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from step_cost import base_config  # the same model, data and settings as the step-cost benchmark
 
-    from acl_ray.algorithm.pretrain import Pretrainer, resolve_device
+    from acl_ray.algorithm.pretrain import Pretrainer
+    from acl_ray.algorithm.runtime import resolve_device
 
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     args.compile, args.no_channels_last = False, False  # what base_config reads besides the above

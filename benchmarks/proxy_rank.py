@@ -21,9 +21,10 @@ import torch
 from scipy.stats import spearmanr
 
 from acl_ray.algorithm.data import load_datasets
-from acl_ray.algorithm.final_eval import final_eval
-from acl_ray.algorithm.pretrain import Pretrainer, set_threads
+from acl_ray.algorithm.finetune import finetune_state
+from acl_ray.algorithm.pretrain import Pretrainer
 from acl_ray.algorithm.proxy import proxy_eval
+from acl_ray.algorithm.runtime import set_threads
 from acl_ray.config.pretrain import Config
 from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
 
@@ -55,7 +56,7 @@ def main() -> None:
             t0 = time.perf_counter()
             proxy = proxy_eval(trainer.encoder, data, ProxyConfig(), seed=0)
             t1 = time.perf_counter()
-            full = final_eval(trainer.state_dict(), data, FinetuneConfig(), torch.device("cpu"))
+            full = finetune_state(trainer.state_dict(), data, FinetuneConfig(), torch.device("cpu"))
             t2 = time.perf_counter()
             rows.append(
                 {

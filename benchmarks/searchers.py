@@ -22,8 +22,9 @@ import optuna
 import torch
 
 from acl_ray.algorithm.data import load_datasets
-from acl_ray.algorithm.final_eval import final_eval
-from acl_ray.algorithm.pretrain import Pretrainer, set_threads
+from acl_ray.algorithm.finetune import finetune_state
+from acl_ray.algorithm.pretrain import Pretrainer
+from acl_ray.algorithm.runtime import set_threads
 from acl_ray.config.space import paper_point
 from acl_ray.config.sweep import load_sweep
 
@@ -66,7 +67,7 @@ def main() -> None:
             trainer = Pretrainer(cfg, data, torch.device("cpu"))
             while trainer.epoch < cfg.run.epochs:
                 trainer.train_epoch()
-            cache[key] = final_eval(trainer.state_dict(), data, s.final, torch.device("cpu"))[
+            cache[key] = finetune_state(trainer.state_dict(), data, s.final, torch.device("cpu"))[
                 "val/robust_acc"
             ]
         return cache[key]

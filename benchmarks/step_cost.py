@@ -44,7 +44,8 @@ from typing import Any
 import torch
 
 from acl_ray.algorithm.data import DatasetInfo, Datasets, Split, load_datasets
-from acl_ray.algorithm.pretrain import Pretrainer, resolve_device
+from acl_ray.algorithm.pretrain import Pretrainer
+from acl_ray.algorithm.runtime import resolve_device
 from acl_ray.config.pretrain import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent

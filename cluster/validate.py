@@ -105,7 +105,8 @@ def placeholders(node: Any, where: str = "") -> Iterator[str]:
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
-    parser.add_argument("path", nargs="?", default=str(Path(__file__).resolve().parent.parent / "cluster.yaml"))
+    default = Path(__file__).resolve().parent.parent / "cluster.yaml"
+    parser.add_argument("path", nargs="?", default=str(default))
     parser.add_argument("--strict", action="store_true", help=f"also fail while a {PLACEHOLDER} is left")
     args = parser.parse_args(argv)
     try:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from acl_ray.algorithm.finetune import finetune, random_checkpoint
+from acl_ray.algorithm.pretrain import run_pretrain
 from acl_ray.algorithm.robustness import evaluate_checkpoint
-from acl_ray.algorithm.run_pretrain import run_pretrain
 from acl_ray.config.pretrain import Config
 from acl_ray.config.protocols import FinetuneConfig
 

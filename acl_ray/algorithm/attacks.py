@@ -1,12 +1,14 @@
-"""L-inf PGD (Madry et al. 2018) on NT-Xent for pre-training and on CE / CW margin for evaluation.
+"""L-inf PGD (Madry et al. 2018) on NT-Xent for pre-training, on CE / CW margin for evaluation and
+on the TRADES KL term for adversarial full finetuning, each configured by one :class:`AttackSpec`.
 
-Both attacks take gradients with respect to the perturbation only (``torch.autograd.grad``),
-never touch parameter ``.grad``, run with every module in eval mode (BN uses running
-statistics, so they are not updated) and restore each module's training flag and BN route.
+Every attack takes gradients with respect to the input only (``torch.autograd.grad``), never
+touches parameter ``.grad``, runs with every module in eval mode (BN uses running statistics, so
+they are not updated) and restores each module's training flag and BN route.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -14,8 +16,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acl_ray.algorithm.losses import nt_xent
+from acl_ray.algorithm.losses import nt_xent, trades_kl
 from acl_ray.algorithm.models.routed_bn import bn_eval, routed_bns
+from acl_ray.config.pretrain import AttackConfig
+from acl_ray.config.protocols import EvalConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """An L-inf attack's hyperparameters, bound once (torchattacks: ``PGD(model, eps, alpha, steps)``)."""
+
+    eps: float  # L-inf radius, pixel space [0, 1]
+    alpha: float  # step size of each signed-gradient step
+    steps: int  # iterations
+    random_start: bool = True  # uniform start in the eps ball (TRADES: always 0.001 * N(0, 1))
+
+    @classmethod
+    def of(cls, cfg: AttackConfig | EvalConfig) -> AttackSpec:
+        """The pre-training (``attack.*``) or test (``eval.*``) attack of a config; alpha 0 = eps / 4."""
+        random_start = cfg.random_start if isinstance(cfg, AttackConfig) else True
+        return cls(cfg.eps, cfg.step_size, cfg.steps, random_start)
+
+    @classmethod
+    def quarter_step(cls, eps: float, steps: int) -> AttackSpec:
+        """A training attack with step ``eps / 4`` (finetuning ALF/AFF, semi-supervised), random start."""
+        return cls(eps, eps / 4, steps)
 
 
 @contextmanager
@@ -43,10 +68,7 @@ def _start(
 def pgd(
     loss_fn: Callable[[Sequence[torch.Tensor]], torch.Tensor],
     xs: Sequence[torch.Tensor],
-    eps: float,
-    alpha: float,
-    steps: int,
-    random_start: bool = True,
+    spec: AttackSpec,
     generator: torch.Generator | None = None,
     perturb: Sequence[bool] | None = None,
 ) -> list[torch.Tensor]:
@@ -55,15 +77,17 @@ def pgd(
     Args:
         loss_fn: maps the list of (perturbed) inputs to a scalar loss to maximise.
         xs: inputs in [0, 1]; those with ``perturb[i] == False`` stay clean.
+        spec: radius, step size, steps and random start.
     Returns:
         Adversarial inputs, each with ``||x_adv - x||_inf <= eps`` and values in [0, 1], detached.
     """
+    eps, alpha = spec.eps, spec.alpha
     perturb = list(perturb) if perturb is not None else [True] * len(xs)
     xs = [x.detach() for x in xs]
     deltas = [
-        _start(x, eps, random_start, generator) if p else None for x, p in zip(xs, perturb, strict=True)
+        _start(x, eps, spec.random_start, generator) if p else None for x, p in zip(xs, perturb, strict=True)
     ]
-    for _ in range(steps):
+    for _ in range(spec.steps):
         live = [d.requires_grad_(True) for d in deltas if d is not None]
         inputs = [x if d is None else x + d for x, d in zip(xs, deltas, strict=True)]
         grads = torch.autograd.grad(loss_fn(inputs), live)
@@ -83,11 +107,9 @@ def pgd_contrastive(
     model: nn.Module,
     x1: torch.Tensor,
     x2: torch.Tensor,
-    eps: float,
-    alpha: float,
-    steps: int,
+    spec: AttackSpec,
+    *,
     temperature: float,
-    random_start: bool = True,
     generator: torch.Generator | None = None,
     perturb: tuple[bool, bool] = (True, True),
     route: str = "adv",
@@ -108,7 +130,7 @@ def pgd_contrastive(
         return nt_xent(z[:n], z[n:], temperature, gather=gather)
 
     with frozen_state(model):
-        a, b = pgd(loss_fn, [x1, x2], eps, alpha, steps, random_start, generator, perturb)
+        a, b = pgd(loss_fn, [x1, x2], spec, generator, perturb)
     return a, b
 
 
@@ -123,11 +145,8 @@ def pgd_classifier(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    eps: float,
-    alpha: float,
-    steps: int,
+    spec: AttackSpec,
     loss: str = "ce",
-    random_start: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """PGD on a classifier ``model(x) -> logits`` with cross-entropy or CW-margin loss, eval mode.
@@ -145,8 +164,35 @@ def pgd_classifier(
         return cw_margin(logits, y).clamp(max=50.0).sum()  # clamped: no gain from overshooting
 
     with frozen_state(model):
-        (x_adv,) = pgd(loss_fn, [x], eps, alpha, steps, random_start, generator)
+        (x_adv,) = pgd(loss_fn, [x], spec, generator)
     return x_adv
 
 
-__all__ = ["cw_margin", "frozen_state", "pgd", "pgd_classifier", "pgd_contrastive"]
+def trades_attack(
+    model: nn.Module, x: torch.Tensor, spec: AttackSpec, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """TRADES' inner maximisation (Zhang et al. 2019, official ``trades.py``), in eval mode.
+
+    Starts at ``x + 0.001 * N(0, 1)`` (``spec.random_start`` is not read) and ascends
+    ``KL(p(x) || p(x_adv))`` by ``spec.steps`` signed-gradient steps of ``spec.alpha``.
+
+    Shape:
+        x: (N, C, H, W) in [0, 1] -> x_adv (N, C, H, W), ``||x_adv - x||_inf <= eps``, in [0, 1]
+    """
+    x, eps = x.detach(), spec.eps
+    with frozen_state(model):
+        with torch.no_grad():
+            p_nat = F.softmax(model(x).float(), dim=1)  # (N, K)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_adv = x + 0.001 * noise
+        for _ in range(spec.steps):
+            x_adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(trades_kl(model(x_adv).float(), p_nat), x_adv)
+            x_adv = x_adv.detach() + spec.alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+__all__ = [
+    "AttackSpec", "cw_margin", "frozen_state", "pgd", "pgd_classifier", "pgd_contrastive", "trades_attack",
+]

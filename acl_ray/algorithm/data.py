@@ -34,6 +34,14 @@ SYNTHETIC_CLASSES = 10
 SYNTHETIC_NOISE = 0.25  # per-pixel Gaussian noise std around each class prototype, pixels in [0, 1]
 
 
+class DatasetUnavailableError(OSError, RuntimeError):
+    """Dataset files are absent and cannot be downloaded.
+
+    An ``OSError`` (missing files, no network), so the CLI prints it as one line; also a
+    ``RuntimeError``, what this module raised before, so existing handlers keep working.
+    """
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """Static facts about a dataset that models and augmentations need."""
@@ -95,8 +103,8 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         Train, validation and test splits as uint8 tensors, and the dataset's info.
 
     Raises:
-        RuntimeError: CIFAR files are absent and cannot be downloaded; the message names the
-            directory searched and the archive to place there.
+        DatasetUnavailableError: CIFAR files are absent and cannot be downloaded; the message names
+            the directory searched and the archive to place there.
     """
     if cfg.name in ("cifar10", "cifar100"):
         return _load_cifar(cfg)
@@ -183,7 +191,7 @@ def _load_cifar(cfg: DataConfig) -> Datasets:
     # torchvision raises RuntimeError for missing/corrupt files, URLError (an OSError) offline.
     except (OSError, RuntimeError) as e:
         why = f"download failed ({e})" if cfg.download else "files not found and data.download is false"
-        raise RuntimeError(
+        raise DatasetUnavailableError(
             f"Cannot load {cfg.name} from {root}: {why}; place the official {cls.filename} in {root} "
             f"or set data.download=true with network access"
         ) from e

@@ -4,17 +4,19 @@ Protocols (ACL, Jiang et al. 2020; named SLF/ALF/AFF by AdvCL and DynACL), all k
 route of the encoder (default "adv", the official ``--bnNameCnt 1``):
 * ``slf``: linear head on frozen features, clean data; features are computed once (eval mode).
 * ``alf``: linear head trained on PGD-10 (cross-entropy) examples of the whole classifier.
-* ``aff``: the whole network with TRADES (beta 6, 10 steps), see :mod:`acl_ray.algorithm.trades`.
+* ``aff``: the whole network with TRADES (beta 6, 10 steps): :func:`aff_loss`.
 The head or network kept is the one with the best validation robust accuracy (the paper's
-selection); the test split is only reported. No augmentation: digits are 8x8.
+selection, :func:`acl_ray.algorithm.fit.fit`); the test split is only reported. No augmentation:
+digits are 8x8.
+
+:func:`finetune` runs the protocol on a pre-training run directory and writes a classifier run;
+:func:`finetune_state` runs the same code on an in-memory pre-training state (sweep trials).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,118 +25,113 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from acl_ray.algorithm.attacks import frozen_state, pgd_classifier
+from acl_ray.algorithm.attacks import AttackSpec, pgd_classifier, trades_attack
 from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from acl_ray.algorithm.data import DatasetInfo, Split, load_datasets
-from acl_ray.algorithm.models import Encoder
-from acl_ray.algorithm.pretrain import Pretrainer, resolve_device, set_threads
-from acl_ray.algorithm.robustness import (
-    accuracy,
-    pgd_name,
-    robust_accuracy,
+from acl_ray.algorithm.classifier import (
+    Classifier,
+    encoder_from_state,
+    eval_outputs,
+    resolve_route,
+    split_tensors,
 )
-from acl_ray.algorithm.trades import trades_loss
-from acl_ray.config.pretrain import Config
+from acl_ray.algorithm.data import Datasets, load_datasets
+from acl_ray.algorithm.fit import fit
+from acl_ray.algorithm.losses import trades_loss
+from acl_ray.algorithm.pretrain import Pretrainer
+from acl_ray.algorithm.robustness import accuracy, pgd_name, robust_accuracy
+from acl_ray.algorithm.run_dir import require_empty
+from acl_ray.algorithm.runtime import resolve_device, set_threads
+from acl_ray.config.pretrain import Config, OptimConfig
 from acl_ray.config.protocols import FinetuneConfig
 
 METRICS = "metrics.json"
 
 
-class Classifier(nn.Module):
-    """Pre-trained backbone through one fixed BN route + a linear head (the projection head dropped)."""
-
-    def __init__(self, encoder: Encoder, num_classes: int, route: str) -> None:
-        super().__init__()
-        encoder.head = nn.Sequential()  # unused: the official code drops it too
-        self.encoder, self.route = encoder, route
-        self.fc = nn.Linear(encoder.feature_dim, num_classes)
-        nn.init.zeros_(self.fc.weight)  # as the official code's fresh fc
-        nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits. Shape: (N, C, H, W) in [0, 1] -> (N, num_classes)."""
-        return self.fc(self.encoder.features(x, self.route))
-
-
-def resolve_route(route: str, available: Iterable[str], source: str) -> str:
-    have = tuple(available)
-    if route == "auto":
-        return "adv" if "adv" in have else "clean"
-    if route not in have:
-        raise ValueError(
-            f"Illegal finetune.route={route!r}: checkpoint {source!r} has only the routes: {', '.join(have)}"
-        )
-    return route
-
-
-def _encoder(state: dict[str, Any], info: DatasetInfo) -> Encoder:
-    pre = Config.from_dict(state["config"])
-    enc = Encoder(pre.model, info.channels, info.mean, info.std, routes=tuple(state["signature"]["routes"]))
-    enc.load_state_dict(state["model"])
-    return enc
-
-
-def split_tensors(
-    split: Split, device: torch.device, n: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images in [0, 1] and labels on ``device``. Shape: (n, C, H, W), (n,)."""
-    return split.images[:n].to(device).float() / 255, split.labels[:n].to(device)  # (N, C, H, W), (N,)
-
-
-@torch.no_grad()
-def _features(clf: Classifier, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    with frozen_state(clf):
-        return torch.cat([clf.encoder.features(x[i : i + batch], clf.route) for i in range(0, len(x), batch)])
-
-
-def _step_loss(
-    clf: Classifier, cfg: FinetuneConfig, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+def aff_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, beta: float,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    alpha = cfg.train_eps / 4
-    if cfg.protocol == "aff":
-        clf.train()
-        return trades_loss(clf, x, y, cfg.train_eps, alpha, cfg.train_steps, cfg.beta, gen)
-    x_adv = pgd_classifier(clf, x, y, cfg.train_eps, alpha, cfg.train_steps, "ce", True, gen)  # ALF
-    return F.cross_entropy(clf.fc(_features(clf, x_adv)), y)
+    """One AFF step's loss: the TRADES attack, then :func:`~acl_ray.algorithm.losses.trades_loss`.
+
+    Two forward passes, natural then adversarial, as the official code: in train mode each batch
+    has its own BN statistics.
+
+    Shape:
+        x: (N, C, H, W) in [0, 1], y: (N,) -> scalar loss with gradients to the parameters
+    """
+    x_adv = trades_attack(model, x, spec, generator)
+    nat, adv = model(x).float(), model(x_adv).float()  # (N, K) each
+    return trades_loss(nat, adv, y, beta)
 
 
-def _train(clf: Classifier, cfg: FinetuneConfig, train: tuple[torch.Tensor, torch.Tensor],
-           val: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+def _fit_protocol(
+    clf: Classifier, cfg: FinetuneConfig, train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, float]:
     """Train per ``cfg.protocol``; keep the state with the best (val RA, val SA). Returns its metrics."""
     device = train[0].device
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # batch order, then attack starts
     linear = cfg.protocol != "aff"
     clf.encoder.requires_grad_(not linear)
     params = list((clf.fc if linear else clf).parameters())
-    opt: torch.optim.Optimizer = (
-        torch.optim.Adam(params, cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
-        else torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    )
     n = len(train[1])
-    steps = (n + cfg.batch_size - 1) // cfg.batch_size
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps)
-    feats = _features(clf, train[0]) if cfg.protocol == "slf" else None  # frozen encoder: once
-    best: dict[str, float] = {}
-    best_state: dict[str, torch.Tensor] = {}
-    for epoch in range(1, cfg.epochs + 1):
-        for idx in torch.randperm(n, generator=gen, device=device).split(cfg.batch_size):
-            x, y = train[0][idx], train[1][idx]
-            if feats is not None:  # SLF
-                loss = F.cross_entropy(clf.fc(feats[idx]), y)
-            else:
-                loss = _step_loss(clf, cfg, x, y, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if epoch % cfg.select_every and epoch != cfg.epochs:
-            continue
-        sa, ra = accuracy(clf, *val), robust_accuracy(clf, *val, cfg.eval)
-        if not best or (ra, sa) > (best["val/robust_acc"], best["val/standard_acc"]):
-            best = {"val/standard_acc": sa, "val/robust_acc": ra, "select/epoch": epoch}
-            best_state = copy.deepcopy(clf.state_dict())
-    clf.load_state_dict(best_state)
-    return best
+    feats = eval_outputs(clf, train[0], clf.features) if cfg.protocol == "slf" else None  # frozen: once
+    spec = AttackSpec.quarter_step(cfg.train_eps, cfg.train_steps)
+
+    def step_loss(idx: torch.Tensor) -> torch.Tensor:
+        x, y = train[0][idx], train[1][idx]
+        if feats is not None:  # SLF
+            return F.cross_entropy(clf.fc(feats[idx]), y)
+        if cfg.protocol == "aff":
+            return aff_loss(clf, x, y, spec, cfg.beta, gen)
+        x_adv = pgd_classifier(clf, x, y, spec, "ce", gen)  # ALF
+        return F.cross_entropy(clf.fc(eval_outputs(clf, x_adv, clf.features)), y)
+
+    optim = OptimConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return fit(
+        clf, params, optim, epochs=cfg.epochs, steps_per_epoch=(n + cfg.batch_size - 1) // cfg.batch_size,
+        batches=lambda: torch.randperm(n, generator=gen, device=device).split(cfg.batch_size),
+        step_loss=step_loss,
+        score=lambda: {
+            "val/standard_acc": accuracy(clf, *val), "val/robust_acc": robust_accuracy(clf, *val, cfg.eval)
+        },
+        select_every=cfg.select_every, rank=("val/robust_acc", "val/standard_acc"),
+    )
+
+
+def _trained(
+    state: dict[str, Any], data: Datasets, cfg: FinetuneConfig, route: str, device: torch.device
+) -> tuple[Classifier, dict[str, float]]:
+    """The classifier of ``state``'s encoder on ``route``, trained and selected; its ``val/*`` metrics."""
+    torch.manual_seed(cfg.seed)
+    clf = Classifier(encoder_from_state(state, data.info), data.info.num_classes, route).to(device)
+    train, val = split_tensors(data.train, device), split_tensors(data.val, device, cfg.val_size)
+    return clf, _fit_protocol(clf, cfg, train, val)
+
+
+def _tested(clf: Classifier, data: Datasets, cfg: FinetuneConfig, device: torch.device) -> dict[str, float]:
+    """Standard and robust (``cfg.eval``) accuracy on the test split."""
+    x, y = split_tensors(data.test, device)
+    return {"eval/standard_acc": accuracy(clf, x, y), "eval/robust_acc": robust_accuracy(clf, x, y, cfg.eval)}
+
+
+def finetune_state(
+    state: dict[str, Any], data: Datasets, cfg: FinetuneConfig, device: torch.device
+) -> dict[str, Any]:
+    """The finetuning protocol on an in-memory pre-training state (sweep trials, re-runs).
+
+    Same code as :func:`finetune`; returns ``val/*`` (selection split) and ``eval/*`` (test split)
+    accuracies of ``state``'s encoder in the shared metric vocabulary, and writes nothing.
+    """
+    cfg = cfg.resolved()
+    start = time.perf_counter()
+    route = resolve_route(cfg.route, state["signature"]["routes"], "trial checkpoint")
+    clf, best = _trained(state, data, cfg, route, device)
+    return {
+        **best, **_tested(clf, data, cfg, device),
+        "eval/protocol": cfg.protocol, "eval/attack": pgd_name(cfg.eval), "eval/eps": cfg.eval.eps,
+        "time/eval_s": time.perf_counter() - start,
+    }
 
 
 def finetune(checkpoint_dir: str | Path, cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -145,21 +142,15 @@ def finetune(checkpoint_dir: str | Path, cfg: FinetuneConfig, out_dir: str | Pat
     if state["signature"].get("kind") == "classifier":
         raise ValueError(f"{str(checkpoint_dir)!r} holds a finetuned classifier: pass a pre-training run")
     route = resolve_route(cfg.route, state["signature"]["routes"], str(checkpoint_dir))
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"Output directory {str(out)!r} is not empty: choose another --out")
+    out = require_empty(out_dir)
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = load_datasets(Config.from_dict(state["config"]).data)
-    torch.manual_seed(cfg.seed)
-    clf = Classifier(_encoder(state, data.info), data.info.num_classes, route).to(device)
-    best = _train(clf, cfg, split_tensors(data.train, device), split_tensors(data.val, device, cfg.val_size))
+    clf, best = _trained(state, data, cfg, route, device)
     train_s = time.perf_counter() - start
-    x, y = split_tensors(data.test, device)
     metrics = {
         "protocol": cfg.protocol, "route": route, "checkpoint": str(checkpoint_dir), **best,
-        "eval/standard_acc": accuracy(clf, x, y), "eval/robust_acc": robust_accuracy(clf, x, y, cfg.eval),
-        "eval/eps": cfg.eval.eps, "eval/attack": pgd_name(cfg.eval),
+        **_tested(clf, data, cfg, device), "eval/eps": cfg.eval.eps, "eval/attack": pgd_name(cfg.eval),
         "time/finetune_s": train_s, "time/eval_s": time.perf_counter() - start - train_s,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -172,20 +163,6 @@ def finetune(checkpoint_dir: str | Path, cfg: FinetuneConfig, out_dir: str | Pat
     })
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
     return metrics
-
-
-def load_classifier(path: str | Path) -> tuple[Classifier, FinetuneConfig, Config]:
-    """A finetuned classifier from ``path`` (its run directory or checkpoint file), CPU, eval mode."""
-    state = load_checkpoint(path)
-    sig = state["signature"]
-    if sig.get("kind") != "classifier":
-        raise ValueError(f"{str(path)!r} is a pre-training checkpoint: run acl-ray finetune on it first")
-    pre = Config.from_dict(state["pretrain_config"])
-    c = sig["in_channels"]  # mean and std are buffers: the state dict brings the real ones
-    enc = Encoder(pre.model, c, (0.0,) * c, (1.0,) * c, routes=tuple(sig["routes"]))
-    clf = Classifier(enc, sig["num_classes"], sig["route"])
-    clf.load_state_dict(state["model"])
-    return clf.eval(), FinetuneConfig.from_dict(state["config"]), pre
 
 
 def random_checkpoint(cfg: Config, out_dir: str | Path) -> Path:

@@ -1,4 +1,12 @@
-"""NT-Xent (SimCLR, Chen et al. 2020, Eq. 1), vectorised, optionally over all workers' negatives."""
+"""Losses as pure functions of logits or projections (solo-learn's ``solo/losses``).
+
+* :func:`nt_xent`: SimCLR's NT-Xent (Chen et al. 2020, Eq. 1), vectorised, optionally over all
+  workers' negatives: the ACL pre-training loss.
+* :func:`trades_loss`: TRADES (Zhang et al. 2019, Eq. 5), the adversarial full finetuning (AFF) loss.
+* :func:`semisup_loss`: TRADES with distillation from a teacher's soft labels (ACL Sec. 4.4).
+
+The attacks that produce the adversarial inputs live in :mod:`acl_ray.algorithm.attacks`.
+"""
 
 from __future__ import annotations
 
@@ -58,3 +66,45 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool
         F.one_hot(self_cols, 2 * big_n).bool(), float("-inf")
     )  # (2n, 2N), an anchor is never its own negative
     return F.cross_entropy(logits, pos_cols)
+
+
+def trades_kl(logits_adv: torch.Tensor, p_nat: torch.Tensor) -> torch.Tensor:
+    """Summed ``KL(p_nat || softmax(logits_adv))``, ``nn.KLDivLoss(reduction='sum')``. Shape: (N, K) -> ()."""
+    return F.kl_div(F.log_softmax(logits_adv, dim=1), p_nat, reduction="sum")
+
+
+def trades_loss(
+    logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float = 6.0
+) -> torch.Tensor:
+    """``CE(f(x), y) + beta / N * sum KL(p(x) || p(x_adv))`` (TRADES eq. 5, the official ``trades.py``).
+
+    Shape:
+        logits_nat, logits_adv: (N, K), y: (N,) -> scalar
+    """
+    ce = F.cross_entropy(logits_nat, y)
+    kl = trades_kl(logits_adv, F.softmax(logits_nat, dim=1))  # () summed over the batch
+    return ce + beta * kl / len(logits_nat)
+
+
+def semisup_loss(
+    logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor,
+    alpha: float = 0.5, temperature: float = 1.0, beta: float = 6.0,
+) -> torch.Tensor:
+    """Official ``trade_loss_soft``: CE + distillation on adversarial rows + TRADES KL, batch mean.
+
+    Labelled rows (the first ``len(y)``): ``(1 - alpha) CE + alpha T^2 KD``; unlabelled rows: ``T^2 KD``
+    (official ``rate_distill`` 1, no alpha); all rows: ``beta KL(p(x) || p(x_adv))``. KD is KL(softmax(t
+    / T) || softmax(s / T)): the official soft cross-entropy less the teacher's entropy (same gradients).
+
+    Shape:
+        logits_nat, logits_adv, teacher_logits: (B, K); y: (L,) with L <= B -> scalar
+    """
+    b, n_lab, t = len(logits_adv), len(y), temperature
+    ce = F.cross_entropy(logits_adv[:n_lab], y, reduction="sum")
+    kd = F.kl_div(  # (B,) per-row KL to the soft teacher
+        F.log_softmax(logits_adv / t, dim=1), F.softmax(teacher_logits / t, dim=1), reduction="none"
+    ).sum(1)
+    weight = torch.ones_like(kd)  # (B,) unlabelled rows: rate_distill = 1
+    weight[:n_lab] = alpha
+    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1), reduction="sum")
+    return ((1 - alpha) * ce + t * t * (weight * kd).sum() + beta * robust) / b

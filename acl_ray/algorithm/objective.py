@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from acl_ray.algorithm.attacks import pgd_contrastive
+from acl_ray.algorithm.attacks import AttackSpec, pgd_contrastive
 from acl_ray.algorithm.losses import nt_xent
 from acl_ray.config.pretrain import Config
 
@@ -47,18 +47,8 @@ def acl_loss(
         return nt_xent(z[:n], z[n:], t, gather)
     perturb = (True, variant != "a2s")
     x1a, x2a = pgd_contrastive(
-        attack_model,
-        x1,
-        x2,
-        a.eps,
-        a.step_size,
-        a.steps,
-        t,
-        a.random_start,
-        generator,
-        perturb,
-        route="adv",
-        gather=gather,
+        attack_model, x1, x2, AttackSpec.of(a), temperature=t, generator=generator, perturb=perturb,
+        route="adv", gather=gather,
     )
     if variant == "a2a":
         z = model(torch.cat([x1a, x2a]), route="adv")  # (2n, d)

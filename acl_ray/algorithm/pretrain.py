@@ -1,16 +1,16 @@
 """The pre-training epoch loop, shared by the in-process CLI and every Ray Train worker.
 
 :class:`Pretrainer` owns the encoder, optimiser, schedule, sampler and random generators and
-trains one epoch at a time; whoever drives it (``run_pretrain`` here, the Ray worker in
-``acl_ray.orchestration.ray_train``) decides where metrics and checkpoints go.
+trains one epoch at a time; whoever drives it (:func:`run_pretrain` here, in-process into a run
+directory, or the Ray worker in ``acl_ray.orchestration.ray_train``) decides where metrics and
+checkpoints go.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,39 +19,15 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from acl_ray.algorithm.augment import spec_for, two_views
-from acl_ray.algorithm.checkpoint import check_signature
-from acl_ray.algorithm.data import Datasets
+from acl_ray.algorithm.checkpoint import CHECKPOINT, check_signature, load_checkpoint, save_checkpoint
+from acl_ray.algorithm.data import Datasets, load_datasets
 from acl_ray.algorithm.models import build_encoder
 from acl_ray.algorithm.objective import acl_loss
 from acl_ray.algorithm.optim import build_optimizer, scaled_lr, warmup_cosine
+from acl_ray.algorithm.run_dir import append_metrics, prepare_run_dir, read_metrics, truncate_metrics
+from acl_ray.algorithm.runtime import autocast, resolve_device, set_threads
 from acl_ray.config.pretrain import Config
-from acl_ray.console import progress_bar
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("Illegal run.device='cuda': no CUDA device is visible (use auto or cpu)")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def set_threads(threads: int) -> int:
-    """Use ``threads`` CPU threads, or the CPUs this process was given.
-
-    Ray sets ``OMP_NUM_THREADS`` in each worker to its CPU allotment; outside Ray the CPU
-    affinity mask is used. Oversubscribing two cores made steps 3-20x slower (DESIGN.md).
-    """
-    n = threads or int(os.environ.get("OMP_NUM_THREADS", "0")) or len(os.sched_getaffinity(0))
-    torch.set_num_threads(n)
-    return n
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from acl_ray.console import log, progress_bar
 
 
 class Pretrainer:
@@ -190,3 +166,31 @@ class Pretrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
+
+
+def run_pretrain(cfg: Config, out: str | Path, resume: bool = False) -> list[dict[str, Any]]:
+    """Pre-train ``cfg`` into ``out`` (checkpoint every ``run.checkpoint_every`` epochs and at the end).
+
+    With ``resume``, continue from ``out/checkpoint.pt``; metric rows written after that checkpoint
+    are dropped because those epochs are trained again. Returns all metric rows of the run.
+    """
+    device = resolve_device(cfg.run.device)
+    set_threads(cfg.run.threads)
+    data = load_datasets(cfg.data)
+    trainer = Pretrainer(cfg, data, device)  # validates batch size against the data first
+    out = prepare_run_dir(out, cfg, resume)
+    ckpt = out / CHECKPOINT
+    if resume and ckpt.exists():
+        trainer.load_state_dict(load_checkpoint(ckpt), str(ckpt))
+        log(f"resumed from {ckpt} at epoch {trainer.epoch}")
+    truncate_metrics(out, trainer.epoch)
+    while trainer.epoch < cfg.run.epochs:
+        row = trainer.train_epoch(show_progress=cfg.run.progress)
+        append_metrics(out, row)
+        log(
+            f"epoch {row['epoch']:>4}/{cfg.run.epochs}  loss {row['train/loss']:.4f}  "
+            f"{row['train/images_per_s']:.0f} img/s  {row['time/train_s']:.1f}s"
+        )
+        if trainer.epoch % cfg.run.checkpoint_every == 0 or trainer.epoch == cfg.run.epochs:
+            save_checkpoint(ckpt, trainer.state_dict())
+    return read_metrics(out)

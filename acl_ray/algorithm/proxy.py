@@ -13,25 +13,12 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from acl_ray.algorithm.attacks import frozen_state
+from acl_ray.algorithm.classifier import Classifier, eval_outputs, split_tensors
 from acl_ray.algorithm.data import Datasets
 from acl_ray.algorithm.models import Encoder
 from acl_ray.algorithm.robustness import accuracy, robust_accuracy
 from acl_ray.config.protocols import EvalConfig, ProxyConfig
-
-
-class Probe(nn.Module):
-    """Linear head over one BN route of an encoder, leaving the encoder untouched."""
-
-    def __init__(self, encoder: Encoder, num_classes: int, route: str) -> None:
-        super().__init__()
-        self.encoder, self.route = encoder, route
-        self.fc = nn.Linear(encoder.feature_dim, num_classes, device=encoder.mean.device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.encoder.features(x, self.route))  # (N, num_classes)
 
 
 def proxy_eval(encoder: Encoder, data: Datasets, cfg: ProxyConfig, seed: int = 0) -> dict[str, float]:
@@ -39,14 +26,11 @@ def proxy_eval(encoder: Encoder, data: Datasets, cfg: ProxyConfig, seed: int = 0
     start = time.perf_counter()
     device = encoder.mean.device
     route = "adv" if "adv" in encoder.routes else "clean"
-    torch.manual_seed(seed)
-    probe = Probe(encoder, data.info.num_classes, route)
-    xt = data.train.images[: cfg.train_size].to(device).float() / 255  # (n, C, H, W)
-    yt = data.train.labels[: cfg.train_size].to(device)
-    xv = data.val.images[: cfg.val_size].to(device).float() / 255
-    yv = data.val.labels[: cfg.val_size].to(device)
-    with torch.no_grad(), frozen_state(encoder):
-        feats = torch.cat([encoder.features(c, route).float() for c in xt.split(500)])  # (n, D)
+    torch.manual_seed(seed)  # the head's default init: the live encoder is borrowed, never changed
+    probe = Classifier(encoder, data.info.num_classes, route, drop_head=False, zero_init=False)
+    xt, yt = split_tensors(data.train, device, cfg.train_size)  # (n, C, H, W), (n,)
+    xv, yv = split_tensors(data.val, device, cfg.val_size)
+    feats = eval_outputs(probe, xt, probe.features)  # (n, D)
     opt = torch.optim.Adam(probe.fc.parameters(), cfg.lr)
     gen = torch.Generator(device=device).manual_seed(seed)
     for _ in range(cfg.epochs):

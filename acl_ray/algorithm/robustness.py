@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acl_ray.algorithm.attacks import cw_margin, frozen_state, pgd_classifier
+from acl_ray.algorithm.attacks import AttackSpec, cw_margin, frozen_state, pgd_classifier
+from acl_ray.algorithm.classifier import load_classifier, split_tensors
 from acl_ray.algorithm.data import load_datasets
-from acl_ray.algorithm.pretrain import resolve_device, set_threads
+from acl_ray.algorithm.runtime import resolve_device, set_threads
 from acl_ray.config.fields import check, choice
 from acl_ray.config.protocols import AA_ATTACKS, AA_VERSIONS, ATTACKS, LOSSES, EvalConfig
 
@@ -71,13 +72,14 @@ def robust_mask(
     idx = robust.nonzero().squeeze(1)  # (M,) attacked points
     if len(idx) == 0:  # no point is classified correctly: none can be robust
         return robust
+    spec = AttackSpec.of(cfg)
     for restart in range(cfg.restarts):
         for loss in cfg.losses:
             seed = cfg.seed + 1000 * restart + LOSSES.index(loss)
             gen = generator or torch.Generator(device=x.device).manual_seed(seed)
             for chunk in idx.split(cfg.batch_size):
                 xc, yc = x[chunk], y[chunk]
-                x_adv = pgd_classifier(model, xc, yc, cfg.eps, cfg.step_size, cfg.steps, loss, True, gen)
+                x_adv = pgd_classifier(model, xc, yc, spec, loss, gen)
                 robust[chunk] &= predict(model, x_adv, cfg.batch_size) == yc
     return robust
 
@@ -223,8 +225,6 @@ def evaluate_checkpoint(
     ``eps``. PGD always runs (AutoAttack is compared with it); the first ``checks`` test points get
     :func:`masking_checks`, whose warnings land in ``eval/warnings``.
     """
-    from acl_ray.algorithm.finetune import load_classifier, split_tensors  # finetune imports this module
-
     values = dict(overrides or {})
     values.update({k: v for k, v in (("eval.attack", attack), ("eval.eps", eps)) if v is not None})
     clf, ft, pre = load_classifier(path)

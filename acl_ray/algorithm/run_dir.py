@@ -30,6 +30,14 @@ def environment() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
 
 
+def require_empty(out: str | Path, hint: str = "choose another --out") -> Path:
+    """``out`` as a Path when it is missing or empty; otherwise a one-line error ending in ``hint``."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"Output directory {str(out)!r} is not empty: {hint}")
+    return out
+
+
 def prepare_run_dir(out: str | Path, cfg: Config, resume: bool) -> Path:
     """Create ``out`` for a new run, or check it holds one to resume; never overwrite silently."""
     out = Path(out)
@@ -41,8 +49,7 @@ def prepare_run_dir(out: str | Path, cfg: Config, resume: bool) -> Path:
             raise ValueError(
                 f"Output directory {str(out)!r} already holds a run: pass --resume or choose another --out"
             )
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"Output directory {str(out)!r} is not empty: choose another --out")
+        require_empty(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(out / CONFIG)
     (out / ENV).write_text(json.dumps({**environment(), "seed": cfg.run.seed}, indent=2))

@@ -5,19 +5,21 @@ As ``train_trades_cifar10_semisupervised.py`` of the official repository:
 2. Teacher: the whole pre-trained network, clean BN route (official ``--bnNameCnt 0``), trained with
    cross-entropy on the clean labelled images; its logits give soft pseudo-labels for every image.
 3. Student: the pre-trained network again (adv route by default) on labelled + unlabelled batches
-   against PGD-10 (cross-entropy vs the true label or the teacher's argmax): :func:`semisup_loss`.
-Both stages keep the state with the best validation accuracy (teacher: clean; student: robust, then
-clean); test is only reported. Unlike the official code: per-step cosine lr, no best-model reloading.
+   against PGD-10 (cross-entropy vs the true label or the teacher's argmax):
+   :func:`acl_ray.algorithm.losses.semisup_loss`.
+Both stages run :func:`acl_ray.algorithm.fit.fit` and keep the state with the best validation
+accuracy (teacher: clean; student: robust, then clean); test is only reported. Unlike the official
+code: per-step cosine lr, no best-model reloading.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +27,24 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from acl_ray.algorithm.attacks import frozen_state, pgd_classifier
+from acl_ray.algorithm.attacks import AttackSpec, pgd_classifier
 from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from acl_ray.algorithm.data import load_datasets
-from acl_ray.algorithm.finetune import METRICS, Classifier, _encoder, resolve_route, split_tensors
-from acl_ray.algorithm.pretrain import resolve_device, set_threads
-from acl_ray.algorithm.robustness import (
-    accuracy,
-    pgd_name,
-    robust_accuracy,
+from acl_ray.algorithm.classifier import (
+    Classifier,
+    encoder_from_state,
+    eval_outputs,
+    resolve_route,
+    split_tensors,
 )
+from acl_ray.algorithm.data import load_datasets
+from acl_ray.algorithm.finetune import METRICS
+from acl_ray.algorithm.fit import fit
+from acl_ray.algorithm.losses import semisup_loss
+from acl_ray.algorithm.robustness import accuracy, pgd_name, robust_accuracy
+from acl_ray.algorithm.run_dir import require_empty
+from acl_ray.algorithm.runtime import resolve_device, set_threads
 from acl_ray.config.fields import check
-from acl_ray.config.pretrain import Config
+from acl_ray.config.pretrain import Config, OptimConfig
 from acl_ray.config.protocols import FinetuneConfig, SemisupConfig
 
 
@@ -61,30 +69,6 @@ def labelled_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.
     return perm[torch.argsort(key, stable=True)[:k]].sort().values  # ties: shuffled order
 
 
-def semisup_loss(
-    logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor,
-    alpha: float = 0.5, temperature: float = 1.0, beta: float = 6.0,
-) -> torch.Tensor:
-    """Official ``trade_loss_soft``: CE + distillation on adversarial rows + TRADES KL, batch mean.
-
-    Labelled rows (the first ``len(y)``): ``(1 - alpha) CE + alpha T^2 KD``; unlabelled rows: ``T^2 KD``
-    (official ``rate_distill`` 1, no alpha); all rows: ``beta KL(p(x) || p(x_adv))``. KD is KL(softmax(t
-    / T) || softmax(s / T)): the official soft cross-entropy less the teacher's entropy (same gradients).
-
-    Shape:
-        logits_nat, logits_adv, teacher_logits: (B, K); y: (L,) with L <= B -> scalar
-    """
-    b, n_lab, t = len(logits_adv), len(y), temperature
-    ce = F.cross_entropy(logits_adv[:n_lab], y, reduction="sum")
-    kd = F.kl_div(  # (B,) per-row KL to the soft teacher
-        F.log_softmax(logits_adv / t, dim=1), F.softmax(teacher_logits / t, dim=1), reduction="none"
-    ).sum(1)
-    weight = torch.ones_like(kd)  # (B,) unlabelled rows: rate_distill = 1
-    weight[:n_lab] = alpha
-    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1), reduction="sum")
-    return ((1 - alpha) * ce + t * t * (weight * kd).sum() + beta * robust) / b
-
-
 def _cycle(n: int, k: int, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
     """``k`` indices into ``range(n)`` per draw, from reshuffled passes (a pass may span draws)."""
     buf = torch.empty(0, dtype=torch.long, device=device)
@@ -95,41 +79,6 @@ def _cycle(n: int, k: int, gen: torch.Generator, device: torch.device) -> Iterat
         buf = buf[k:]
 
 
-def _fit(
-    clf: Classifier, cfg: SemisupConfig, optimizer: str, lr: float, epochs: int, steps: int,
-    step_loss: Callable[[], torch.Tensor], score: Callable[[], dict[str, float]],
-) -> dict[str, float]:
-    """``epochs * steps`` optimizer steps; keep the state whose ``score`` values (in order) are best."""
-    opt: torch.optim.Optimizer = (
-        torch.optim.Adam(clf.parameters(), lr, weight_decay=cfg.weight_decay) if optimizer == "adam"
-        else torch.optim.SGD(clf.parameters(), lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps)
-    best: dict[str, float] = {}
-    best_state: dict[str, torch.Tensor] = {}
-    for epoch in range(1, epochs + 1):
-        for _ in range(steps):
-            clf.train()
-            loss = step_loss()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if epoch % cfg.select_every and epoch != epochs:
-            continue
-        s = score()
-        if not best or tuple(s.values()) > tuple(best[k] for k in s):
-            best, best_state = {**s, "select/epoch": epoch}, copy.deepcopy(clf.state_dict())
-    clf.load_state_dict(best_state)
-    return best
-
-
-@torch.no_grad()
-def _logits(clf: Classifier, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    with frozen_state(clf):
-        return torch.cat([clf(chunk).float() for chunk in x.split(batch)])  # (N, K); N may be 0
-
-
 def semisup(
     checkpoint_dir: str | Path, cfg: SemisupConfig, out_dir: str | Path, labelled: torch.Tensor | None = None
 ) -> dict[str, Any]:
@@ -138,9 +87,7 @@ def semisup(
     ``labelled``: training-split indices that keep their labels (default: :func:`labelled_indices`).
     """
     start = time.perf_counter()
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"Output directory {str(out)!r} is not empty: choose another --out")
+    out = require_empty(out_dir)
     state = load_checkpoint(checkpoint_dir)
     if state["signature"].get("kind") == "classifier":
         raise ValueError(f"{str(checkpoint_dir)!r} holds a finetuned classifier: pass a pre-training run")
@@ -166,37 +113,52 @@ def semisup(
     val = split_tensors(data.val, device, cfg.val_size)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    # Stage 2: clean teacher on the labelled images.
-    teacher = Classifier(_encoder(state, data.info), k, t_route).to(device)
+    def optim(name: str, lr: float) -> OptimConfig:  # both stages share momentum and weight decay
+        return OptimConfig(name=name, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    # Stage 2: clean teacher on the labelled images; each step draws its batch from ``gen``.
+    teacher = Classifier(encoder_from_state(state, data.info), k, t_route).to(device)
     t_batches = _cycle(len(lab), min(cfg.batch_size, len(lab)), gen, device)
 
-    def teacher_loss() -> torch.Tensor:
-        i = next(t_batches)
+    def teacher_loss(i: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(teacher(x_lab[i]), y_lab[i])
 
     t_steps = math.ceil(len(lab) / cfg.batch_size)
-    t_best = _fit(teacher, cfg, cfg.teacher_optimizer, cfg.teacher_lr, cfg.teacher_epochs, t_steps,
-                  teacher_loss, lambda: {"teacher/val_acc": accuracy(teacher, *val)})
-    soft_lab, soft_unl = _logits(teacher, x_lab), _logits(teacher, x_unl)  # (L, K), (U, K)
+    t_best = fit(
+        teacher, teacher.parameters(), optim(cfg.teacher_optimizer, cfg.teacher_lr),
+        epochs=cfg.teacher_epochs, steps_per_epoch=t_steps,
+        batches=lambda: itertools.islice(t_batches, t_steps), step_loss=teacher_loss,
+        score=lambda: {"teacher/val_acc": accuracy(teacher, *val)},
+        select_every=cfg.select_every,
+    )
+    soft_lab, soft_unl = eval_outputs(teacher, x_lab), eval_outputs(teacher, x_unl)  # (L, K), (U, K)
     teacher_s = time.perf_counter() - start
 
     # Stage 3: the pre-trained network again, TRADES with distillation.
-    clf = Classifier(_encoder(state, data.info), k, route).to(device)
+    clf = Classifier(encoder_from_state(state, data.info), k, route).to(device)
     n_lab = cfg.labelled_batch or max(1, round(cfg.batch_size * len(lab) / len(x)))
     n_unl = cfg.batch_size - n_lab if len(x_unl) else 0
-    lab_batches, unl_batches = _cycle(len(lab), n_lab, gen, device), _cycle(len(x_unl), n_unl, gen, device)
+    pairs = zip(  # (i, j) per step, both endless
+        _cycle(len(lab), n_lab, gen, device), _cycle(len(x_unl), n_unl, gen, device), strict=True
+    )
     eps = cfg.train_eps or cfg.eval.eps
+    spec = AttackSpec.quarter_step(eps, cfg.train_steps)
 
-    def student_loss() -> torch.Tensor:
-        i, j = next(lab_batches), next(unl_batches)
+    def student_loss(ij: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        i, j = ij
         xb, tb = torch.cat([x_lab[i], x_unl[j]]), torch.cat([soft_lab[i], soft_unl[j]])  # (B, ...), (B, K)
         y_atk = torch.cat([y_lab[i], soft_unl[j].argmax(1)])  # (B,) true or pseudo labels
-        x_adv = pgd_classifier(clf, xb, y_atk, eps, eps / 4, cfg.train_steps, "ce", True, gen)
+        x_adv = pgd_classifier(clf, xb, y_atk, spec, "ce", gen)
         return semisup_loss(clf(xb), clf(x_adv), y_lab[i], tb, cfg.alpha, cfg.temperature, cfg.beta)
 
-    best = _fit(clf, cfg, cfg.optimizer, cfg.lr, cfg.epochs, math.ceil(len(x) / cfg.batch_size), student_loss,
-                lambda: {"val/robust_acc": robust_accuracy(clf, *val, cfg.eval),
-                         "val/standard_acc": accuracy(clf, *val)})
+    steps = math.ceil(len(x) / cfg.batch_size)
+    best = fit(
+        clf, clf.parameters(), optim(cfg.optimizer, cfg.lr), epochs=cfg.epochs, steps_per_epoch=steps,
+        batches=lambda: itertools.islice(pairs, steps), step_loss=student_loss,
+        score=lambda: {"val/robust_acc": robust_accuracy(clf, *val, cfg.eval),
+                       "val/standard_acc": accuracy(clf, *val)},
+        select_every=cfg.select_every,
+    )
     train_s = time.perf_counter() - start
     xt, yt = split_tensors(data.test, device)
     metrics = {
@@ -226,4 +188,4 @@ def semisup(
     return metrics
 
 
-__all__ = ["SemisupConfig", "labelled_indices", "semisup", "semisup_loss"]
+__all__ = ["SemisupConfig", "labelled_indices", "semisup"]

@@ -159,15 +159,20 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"Illegal --set {item!r}: must look like section.field=value")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ValueError(f"Illegal --set {item!r}: the value is not a YAML scalar or list") from None
     return out
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> Mapping[str, Any]:
     """A YAML file holding a mapping, or a one-line ``ValueError`` (missing, not YAML, not a mapping)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ValueError(f"{what} {str(p)!r} does not exist")
+    if not p.is_file():
+        raise ValueError(f"{what} {str(p)!r} is not a file")
     try:
         loaded = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:

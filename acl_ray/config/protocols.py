@@ -126,7 +126,8 @@ class FinetuneConfig(Settings):
         try:
             object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         except (TypeError, ValueError):
-            raise ValueError(f"Illegal finetune.milestones={self.milestones!r}: must be epoch numbers") from None
+            msg = f"Illegal finetune.milestones={self.milestones!r}: must be epoch numbers"
+            raise ValueError(msg) from None
         check(all(m >= 1 for m in self.milestones), "finetune.milestones", "epochs >= 1", self.milestones)
         choice("finetune.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         choice("finetune.augment", self.augment, FINETUNE_AUGMENTS)

@@ -9,10 +9,12 @@ reshuffles through ``DistributedSampler.set_epoch``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ from torch import nn
 from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from acl_ray.algorithm.data import Datasets, load_datasets
 from acl_ray.algorithm.models.sync_bn import convert_sync_bn
-from acl_ray.algorithm.pretrain import Pretrainer, set_threads
+from acl_ray.algorithm.pretrain import Pretrainer
 from acl_ray.algorithm.run_dir import METRICS, append_metrics, prepare_run_dir, truncate_metrics
+from acl_ray.algorithm.runtime import set_threads
 from acl_ray.config.pretrain import Config
 from acl_ray.console import log
 
@@ -83,7 +86,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def _evaluate(trainer: Pretrainer, data: Datasets, evals: dict[str, Any], last: bool) -> dict[str, Any]:
     """Proxy (and, at the last epoch, the full protocol) on rank 0's copy of the encoder."""
-    from acl_ray.algorithm.final_eval import final_eval
+    from acl_ray.algorithm.finetune import finetune_state
     from acl_ray.algorithm.proxy import proxy_eval
     from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
 
@@ -92,8 +95,54 @@ def _evaluate(trainer: Pretrainer, data: Datasets, evals: dict[str, Any], last: 
         out.update(proxy_eval(trainer.encoder, data, ProxyConfig(**evals["proxy"]), trainer.cfg.run.seed))
     if last and evals.get("final"):
         ft = FinetuneConfig.from_dict(evals["final"])
-        out.update(final_eval(trainer.state_dict(), data, ft, trainer.device))
+        out.update(finetune_state(trainer.state_dict(), data, ft, trainer.device))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaling:
+    """One Train run's worker group."""
+
+    workers: int  # DDP workers
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # 0 = CPU only (gloo); > 0 = NCCL on GPUs
+
+    def to_ray(self) -> ray.train.ScalingConfig:
+        gpu = {"GPU": self.gpus_per_worker} if self.gpus_per_worker else {}
+        return ray.train.ScalingConfig(
+            num_workers=self.workers,
+            use_gpu=self.gpus_per_worker > 0,
+            resources_per_worker={"CPU": self.cpus_per_worker, **gpu},
+        )
+
+
+def build_trainer(
+    loop_config: dict[str, Any],
+    scaling: Scaling,
+    name: str,
+    storage_path: str,
+    max_failures: int,
+    num_to_keep: int,
+    callbacks: Sequence[Any] = (),
+) -> ray.train.torch.TorchTrainer:
+    """The one TorchTrainer of the package: ``train_loop_per_worker`` on ``loop_config`` (see there).
+
+    The run is ``storage_path/name``: a second trainer with the same name resumes it from its
+    latest checkpoint (a retried sweep trial, ``acl-ray pretrain --resume``). The worker group is
+    restarted up to ``max_failures`` times; ``num_to_keep`` checkpoints are kept.
+    """
+    return ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=scaling.to_ray(),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=num_to_keep),
+            callbacks=list(callbacks),
+        ),
+    )
 
 
 def check_request(workers: int, cpus_per_worker: float, gpus_per_worker: float, batch_size: int) -> None:
@@ -169,19 +218,13 @@ def _fit(
 ) -> list[dict[str, Any]]:
     cluster_check(workers, cpus_per_worker, gpus_per_worker)
     out = prepare_run_dir(out, cfg, resume)
-    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
-    trainer = ray.train.torch.TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"acl": cfg.to_dict(), "metrics_path": str(out / METRICS)},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=out.name,
-            storage_path=str(out.parent),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
+    trainer = build_trainer(
+        {"acl": cfg.to_dict(), "metrics_path": str(out / METRICS)},
+        Scaling(workers, cpus_per_worker, gpus_per_worker),
+        name=out.name,
+        storage_path=str(out.parent),
+        max_failures=max_failures,
+        num_to_keep=2,
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -10,7 +10,6 @@ checkpoint, as Ray tasks, so every trial ends with ``eval/standard_acc`` and ``e
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -19,20 +18,22 @@ from typing import Any
 
 import optuna
 import ray
-import ray.train
 import ray.tune
-from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from acl_ray.algorithm.data import load_datasets
-from acl_ray.config.pretrain import Config
+from acl_ray.algorithm.run_dir import require_empty
 from acl_ray.config.space import paper_point, validate_space
 from acl_ray.config.sweep import SWEEP_FILE, Sweep
 from acl_ray.console import log
-from acl_ray.orchestration.ray_train import ensure_ray, train_loop_per_worker
-from acl_ray.orchestration.sweep_report import TrialTable
+from acl_ray.orchestration.experiment import local_experiment
+from acl_ray.orchestration.live_table import TrialTable
+from acl_ray.orchestration.posthoc import complete_missing
+from acl_ray.orchestration.ray_train import Scaling, build_trainer, ensure_ray
+from acl_ray.results.summary import summary_rows, write_summary
+from acl_ray.results.trials import POSTHOC_DIR, read_trials
 
 PROXY_METRIC = "proxy/robust_acc"
 # The searcher's metric is only reported at a trial's last epoch (the full protocol); per-epoch
@@ -101,22 +102,16 @@ def make_driver(spec: dict[str, Any], storage: str) -> Any:
         s = Sweep.from_dict(spec)
         cfg = s.base.override(config).override({"run.progress": False, "run.checkpoint_every": 1})
         sw = s.sweep
-        resources = {"CPU": sw.cpus_per_worker, **({"GPU": sw.gpus_per_worker} if sw.gpus_per_worker else {})}
         evals = {"proxy": {**spec["proxy"], "eps": s.final.eval.eps}, "proxy_every": sw.proxy_every}
         evals["final"] = spec["final"]
-        TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"acl": cfg.to_dict(), "metrics_path": None, "eval": evals},
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=sw.workers, use_gpu=sw.gpus_per_worker > 0, resources_per_worker=resources
-            ),
-            run_config=ray.train.RunConfig(
-                name=f"trial-{ray.tune.get_context().get_trial_id()}",
-                storage_path=storage,
-                failure_config=ray.train.FailureConfig(max_failures=sw.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-                callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train UserCallback
-            ),
+        build_trainer(
+            {"acl": cfg.to_dict(), "metrics_path": None, "eval": evals},
+            Scaling(sw.workers, sw.cpus_per_worker, sw.gpus_per_worker),
+            name=f"trial-{ray.tune.get_context().get_trial_id()}",
+            storage_path=storage,
+            max_failures=sw.max_failures,
+            num_to_keep=1,
+            callbacks=[TuneReportCallback()],  # a Train UserCallback: forwards rank 0's reports to Tune
         ).fit()
 
     return train_driver
@@ -195,9 +190,7 @@ def build_tuner(s: Sweep, out: Path, restore: bool = False) -> ray.tune.Tuner:
 
 def run_sweep(s: Sweep, out: str | Path, address: str | None = None) -> list[dict[str, Any]]:
     """Run a new sweep into ``out`` (refused if it exists) and return one summary row per trial."""
-    out = Path(out).resolve()
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"Output directory {str(out)!r} is not empty: use --resume or another --out")
+    out = require_empty(Path(out).resolve(), "use --resume or another --out")
     n_train = len(load_datasets(s.base.data).train)
     validate_space(s.space, s.base, n_train)
     started = ensure_ray(address)
@@ -232,18 +225,13 @@ def resume_sweep(out: str | Path, address: str | None = None) -> list[dict[str, 
 
 
 def summarize(s: Sweep, out: Path) -> list[dict[str, Any]]:
-    """One row per trial (final protocol for every trial), written to ``out/summary.json``."""
-    from acl_ray.orchestration.sweep_report import complete_missing, print_summary, trial_rows
+    """One row per trial (final protocol for every trial), written to ``out/summary.json``.
 
-    rows = complete_missing(s, out, trial_rows(out, list(s.space), experiment_path(s, out)))
-    best = max(
-        (r for r in rows if r.get("val/robust_acc") is not None),
-        key=lambda r: r["val/robust_acc"],
-        default=None,
-    )
-    summary = {"trials": rows, "best": best, "metric": s.sweep.metric, "config": s.to_dict()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    if best is not None:
-        Config.from_dict(best["resolved_config"]).to_yaml(out / "best_config.yaml")
-    print_summary(rows, best, list(s.space))
+    Called once ``Tuner.fit()`` has returned, so Tune's saved experiment state is final: trial
+    folders it does not list (lost when a killed sweep was restored) are not trials of the sweep.
+    """
+    with local_experiment(experiment_path(s, out)) as experiment:
+        trials = read_trials(experiment, posthoc=out / POSTHOC_DIR, unsaved=False)
+    rows = complete_missing(s, out, summary_rows(s, trials))
+    write_summary(s, out, rows)
     return rows

@@ -1,16 +1,14 @@
 """Offline analysis of a sweep folder: Parquet tables, Pareto set, selection, plots and a report.
 
-``acl-ray analyze DIR`` reads only files: ``sweep.yaml``, Tune's newest ``experiment_state-*.json``
-(trial list, status, config), each trial's ``result.json`` (one JSON line per reported epoch) and
-``posthoc/<trial_id>.json``. It never starts Ray, so it works on finished, failed and killed
-sweeps alike, and writes everything into ``DIR/analysis/`` (see ``analyze``).
+``acl-ray analyze DIR`` reads only files, through :func:`acl_ray.results.trials.read_trials`:
+``sweep.yaml``, Tune's newest ``experiment_state-*.json``, each trial's ``result.json`` and
+``posthoc/<trial_id>.json``. It imports neither Ray nor torch, so it works on finished, failed and
+killed sweeps alike, and writes everything into ``DIR/analysis/`` (see ``analyze``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +19,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from acl_ray.config.pretrain import Config
+from acl_ray.config.space import paper_point
 from acl_ray.config.sweep import SWEEP_FILE, Sweep, load_sweep
-from acl_ray.orchestration.sweep_report import FINAL_KEYS
+from acl_ray.results.summary import FINAL_KEYS
+from acl_ray.results.trials import POSTHOC_DIR, local_checkpoint, read_trials
 
 SELECT_RULES = ("best", "knee", "min-sa")
 METRICS = (*FINAL_KEYS, "proxy/standard_acc", "proxy/robust_acc")
@@ -82,71 +82,6 @@ def _cast(key: str, value: Any) -> Any:
     return None if value is None else _field_type(key)(value)
 
 
-def _results(trial_dir: Path | None) -> list[dict[str, Any]]:
-    """Reported results by epoch (last report wins after a restore; a torn last line is skipped)."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    path = trial_dir / "result.json" if trial_dir else None
-    for line in path.read_text().splitlines() if path and path.is_file() else []:
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and r.get("epoch") is not None:
-            by_epoch[int(r["epoch"])] = r
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def _error_reason(trial_dir: Path | None) -> str | None:
-    path = trial_dir / "error.txt" if trial_dir else None
-    if not path or not path.is_file():
-        return None
-    lines = [x.strip() for x in path.read_text(errors="replace").splitlines() if x.strip()]
-    errors = [x for x in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", x)]
-    return (errors or lines or ["(empty error.txt)"])[-1][:300]
-
-
-def _trial_list(folder: Path) -> list[dict[str, Any]]:
-    """(id, index, status, config, folder) per trial: Tune's saved state, then folders it missed."""
-    trials: dict[str, dict[str, Any]] = {}
-    states = sorted(folder.glob("experiment_state-*.json"))
-    for meta_s, _ in json.loads(states[-1].read_text()).get("trial_data", []) if states else []:
-        meta = json.loads(meta_s)
-        tag = str(meta.get("experiment_tag") or "")
-        logdir = meta.get("relative_logdir")
-        trials[meta["trial_id"]] = {
-            "trial_id": meta["trial_id"],
-            "trial_index": int(tag.split("_")[0]) if tag.split("_")[0].isdigit() else 0,
-            "status": meta.get("status") or "UNKNOWN",
-            "config": meta.get("config") or {},
-            "dir": folder / logdir if logdir and (folder / logdir).is_dir() else None,
-        }
-    for d in sorted(folder.glob("*_*_*_*")):  # <trainable>_<trial_id>_<index>_<params>_<date>
-        m = re.match(r"^.+?_([0-9a-f]{5,})_(\d+)_", d.name)
-        if not d.is_dir() or not m or not (d / "params.json").is_file():
-            continue
-        t = trials.setdefault(
-            m.group(1),
-            {"trial_id": m.group(1), "trial_index": int(m.group(2)), "status": "UNKNOWN", "dir": None},
-        )
-        t["dir"] = t["dir"] or d
-        t.setdefault("config", json.loads((d / "params.json").read_text()))
-    return sorted(trials.values(), key=lambda t: (t["trial_index"], t["trial_id"]))
-
-
-def _local_checkpoint(folder: Path, trial_id: str, path: str | None) -> str | None:
-    """The reported checkpoint, found inside ``folder`` when the sweep folder was moved or copied."""
-    marker = f"/trial-{trial_id}/"
-    if path and marker in path:
-        local = folder / f"trial-{trial_id}" / path.split(marker, 1)[1]
-        if local.exists():
-            return str(local)
-    return path
-
-
-def _last(res: list[dict[str, Any]], key: str) -> Any:
-    return next((r[key] for r in reversed(res) if r.get(key) is not None), None)
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float | int) and isinstance(b, float | int):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
@@ -155,53 +90,47 @@ def _same(a: Any, b: Any) -> bool:
 
 def load_trials(folder: Path, s: Sweep) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of trials.parquet and epochs.parquet (as dicts keyed by the schemas' column names)."""
-    from acl_ray.config.space import paper_point
-
     sw = s.sweep
     per_worker = sw.gpus_per_worker if sw.gpus_per_worker > 0 else sw.cpus_per_worker
     paper = paper_point(s.space, s.base) if sw.paper_point else None
     rows, epochs = [], []
-    for t in _trial_list(folder):
-        res, tid = _results(t["dir"]), t["trial_id"]
-        last = res[-1] if res else {}
-        final = next((r for r in reversed(res) if r.get("val/robust_acc") is not None), None)
-        posthoc = folder / "posthoc" / f"{tid}.json"
-        source = "final" if final else "posthoc" if posthoc.is_file() else None
-        metrics = final or (json.loads(posthoc.read_text()) if source == "posthoc" else {})
-        epoch = int(last.get("epoch", 0))
-        if t["status"] == "ERROR":
+    for t in read_trials(folder, posthoc=folder / POSTHOC_DIR):
+        final, tid = t.final, t.trial_id
+        source = "final" if final else "posthoc" if t.posthoc is not None else None
+        metrics = final or t.posthoc or {}
+        if t.status == "ERROR":
             reason = "error"
         elif source == "final":
             reason = "completed"
-        elif t["status"] == "TERMINATED" and sw.scheduler == "asha" and 0 < epoch < s.base.run.epochs:
+        elif t.status == "TERMINATED" and sw.scheduler == "asha" and 0 < t.epoch < s.base.run.epochs:
             reason = "asha"
         else:
             reason = "killed/unfinished"
-        seconds = last.get("time_total_s")
-        config = {k: _cast(k, t["config"].get(k)) for k in s.space}
+        seconds = t.last.get("time_total_s")
+        config = {k: _cast(k, t.config.get(k)) for k in s.space}
         rows.append(
             {
                 "trial_id": tid,
-                "trial_index": t["trial_index"],
-                "status": t["status"],
+                "trial_index": t.trial_index,
+                "status": t.status,
                 "stop_reason": reason,
                 **config,
-                "epochs": epoch,
+                "epochs": t.epoch,
                 **{k: metrics.get(k) for k in FINAL_KEYS},
                 "eval_source": source,
-                "proxy/standard_acc": _last(res, "proxy/standard_acc"),
-                "proxy/robust_acc": _last(res, "proxy/robust_acc"),
+                "proxy/standard_acc": t.latest("proxy/standard_acc"),
+                "proxy/robust_acc": t.latest("proxy/robust_acc"),
                 "time/total_s": seconds,
                 "device_hours": None if seconds is None else seconds * sw.workers * per_worker / 3600,
-                "checkpoint_path": _local_checkpoint(folder, tid, _last(res, "checkpoint_path")),
+                "checkpoint_path": local_checkpoint(folder, tid, t.latest("checkpoint_path")),
                 "paper_point": paper is not None and all(_same(config[k], paper[k]) for k in s.space),
-                "error": _error_reason(t["dir"]),
+                "error": t.error,
             }
         )
         keys = EPOCH_SCHEMA.names[1:-1]
         epochs += [
             {"trial_id": tid, **{k: r.get(k) for k in keys}, "time/total_s": r.get("time_total_s")}
-            for r in res
+            for r in t.results
         ]
     return rows, epochs
 

@@ -1,13 +1,21 @@
+import dataclasses
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from acl_ray.algorithm.attacks import cw_margin, pgd_classifier, pgd_contrastive
+from acl_ray.algorithm.attacks import AttackSpec, cw_margin, pgd_classifier, pgd_contrastive, trades_attack
 from acl_ray.algorithm.losses import nt_xent
 from acl_ray.algorithm.models import build_encoder
-from acl_ray.config.pretrain import ModelConfig
+from acl_ray.config.pretrain import AttackConfig, ModelConfig
+from acl_ray.config.protocols import EvalConfig
 
 EPS, ALPHA, T = 0.1, 0.025, 0.5
+
+
+def spec(steps: int, random_start: bool = True) -> AttackSpec:
+    return AttackSpec(EPS, ALPHA, steps, random_start)
 
 
 def encoder(variant: str = "ds") -> nn.Module:
@@ -36,7 +44,8 @@ def eval_loss(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
 def test_contrastive_pgd_stays_in_ball_and_box() -> None:
     m = encoder()
     x1, x2 = batch()
-    a, b = pgd_contrastive(m, x1, x2, EPS, ALPHA, 5, T, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    a, b = pgd_contrastive(m, x1, x2, spec(5), temperature=T, generator=gen)
     for adv, x in ((a, x1), (b, x2)):
         assert (adv - x).abs().max() <= EPS + 1e-6
         assert adv.min() >= 0 and adv.max() <= 1
@@ -53,7 +62,7 @@ def test_contrastive_pgd_raises_the_loss() -> None:
         opt.zero_grad()
         nt_xent(z[:16], z[16:], T).backward()
         opt.step()
-    a, b = pgd_contrastive(m, x1, x2, EPS, ALPHA, 5, T, random_start=False)
+    a, b = pgd_contrastive(m, x1, x2, spec(5, random_start=False), temperature=T)
     clean, adv = eval_loss(m, x1, x2), eval_loss(m, a, b)
     assert adv > clean + 0.1, (clean, adv)
 
@@ -66,7 +75,7 @@ def test_contrastive_pgd_has_no_side_effects() -> None:
     modes = [mod.training for mod in m.modules()]
     buffers = {k: v.clone() for k, v in m.state_dict().items()}
     x1, x2 = batch(2)
-    pgd_contrastive(m, x1, x2, EPS, ALPHA, 3, T)
+    pgd_contrastive(m, x1, x2, spec(3), temperature=T)
     assert [mod.training for mod in m.modules()] == modes
     assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in m.parameters())
     assert all(torch.equal(v, buffers[k]) for k, v in m.state_dict().items())
@@ -76,8 +85,8 @@ def test_contrastive_pgd_reproducible_under_a_seed() -> None:
     m = encoder()
     x1, x2 = batch(3)
     runs = [
-        pgd_contrastive(m, x1, x2, EPS, ALPHA, 3, T, generator=torch.Generator().manual_seed(s))
-        for s in (7, 7, 8)
+        pgd_contrastive(m, x1, x2, spec(3), temperature=T, generator=torch.Generator().manual_seed(seed))
+        for seed in (7, 7, 8)
     ]
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     assert not torch.equal(runs[0][0], runs[2][0])
@@ -86,7 +95,7 @@ def test_contrastive_pgd_reproducible_under_a_seed() -> None:
 def test_a2s_attack_perturbs_only_the_first_view() -> None:
     m = encoder()
     x1, x2 = batch(4)
-    a, b = pgd_contrastive(m, x1, x2, EPS, ALPHA, 3, T, perturb=(True, False))
+    a, b = pgd_contrastive(m, x1, x2, spec(3), temperature=T, perturb=(True, False))
     assert torch.equal(b, x2) and not torch.equal(a, x1)
 
 
@@ -94,7 +103,7 @@ def test_attack_on_a_missing_route_is_refused() -> None:
     m = encoder("simclr")  # only the "clean" route exists
     x1, x2 = batch(5)
     with pytest.raises(ValueError, match="route 'adv'"):
-        pgd_contrastive(m, x1, x2, EPS, ALPHA, 1, T)
+        pgd_contrastive(m, x1, x2, spec(1), temperature=T)
 
 
 class Linear(nn.Module):
@@ -118,7 +127,8 @@ def test_classifier_pgd_invariants_and_strength(loss: str) -> None:
     x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         y = model(x).argmax(1)  # every clean point is correct by construction
-    x_adv = pgd_classifier(model, x, y, 0.3, 0.05, 20, loss=loss, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    x_adv = pgd_classifier(model, x, y, AttackSpec(0.3, 0.05, 20), loss=loss, generator=gen)
     assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     with torch.no_grad():
         acc = (model(x_adv).argmax(1) == y).float().mean().item()
@@ -126,5 +136,44 @@ def test_classifier_pgd_invariants_and_strength(loss: str) -> None:
 
 
 def test_classifier_pgd_rejects_unknown_loss() -> None:
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="ce, cw"):
-        pgd_classifier(Linear(), torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), 0.1, 0.1, 1, loss="kl")
+        pgd_classifier(Linear(), x, y, AttackSpec(0.1, 0.1, 1), loss="kl")
+
+
+def test_trades_attack_stays_in_the_ball_raises_the_kl_and_keeps_the_mode() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+    x = torch.rand(16, 1, 8, 8)
+    model.train()
+    x_adv = trades_attack(model, x, AttackSpec(0.1, 0.025, 10), torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert model.training
+    model.eval()
+    with torch.no_grad():  # the attack raised the KL term above the 0.001-noise start
+        p = F.softmax(model(x), 1)
+        kl = F.kl_div(F.log_softmax(model(x_adv), 1), p, reduction="batchmean")
+    assert kl > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        (AttackConfig(), AttackSpec(0.1, 0.025, 3, True)),
+        (AttackConfig(eps=0.2, alpha=0.01, steps=5, random_start=False), AttackSpec(0.2, 0.01, 5, False)),
+        (EvalConfig(), AttackSpec(0.1, 0.025, 20, True)),
+        (EvalConfig(eps=8 / 255, alpha=2 / 255, steps=10), AttackSpec(8 / 255, 2 / 255, 10, True)),
+    ],
+)
+def test_attack_spec_of_a_config(cfg, expected) -> None:
+    assert AttackSpec.of(cfg) == expected  # alpha 0 means eps / 4; the test attack always starts at random
+    assert AttackSpec.quarter_step(0.1, 7) == AttackSpec(0.1, 0.1 / 4, 7, True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        expected.eps = 0.3  # type: ignore[misc]
+
+
+def test_contrastive_pgd_takes_its_options_by_keyword() -> None:
+    m = encoder()
+    x1, x2 = batch(6)
+    with pytest.raises(TypeError):
+        pgd_contrastive(m, x1, x2, spec(1), T)  # type: ignore[misc]

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -6,12 +7,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from acl_ray.algorithm.attacks import AttackSpec
 from acl_ray.algorithm.checkpoint import load_checkpoint
+from acl_ray.algorithm.classifier import load_classifier
 from acl_ray.algorithm.data import load_datasets
-from acl_ray.algorithm.finetune import Classifier, _encoder, finetune, load_classifier, random_checkpoint
+from acl_ray.algorithm.finetune import aff_loss, finetune, finetune_state, random_checkpoint
+from acl_ray.algorithm.pretrain import run_pretrain
 from acl_ray.algorithm.robustness import evaluate_checkpoint
-from acl_ray.algorithm.run_pretrain import run_pretrain
-from acl_ray.algorithm.trades import trades_attack, trades_loss
 from acl_ray.cli import main
 from acl_ray.config.pretrain import Config
 from acl_ray.config.protocols import EvalConfig, FinetuneConfig
@@ -155,34 +157,32 @@ def test_cli_bad_input_exits_2_with_one_line(runs, tmp_path, capsys, args) -> No
     assert err.startswith("error:") and "\n" not in err, err
 
 
-def test_trades_attack_and_loss() -> None:
+def test_aff_loss_is_trades_on_its_own_attack() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
     model.train()
-    x_adv = trades_attack(model, x, 0.1, 0.025, 10, torch.Generator().manual_seed(0))
-    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
-    assert model.training
-    model.eval()
-    with torch.no_grad():  # the attack raised the KL term above the 0.001-noise start
-        p = F.softmax(model(x), 1)
-        kl = F.kl_div(F.log_softmax(model(x_adv), 1), p, reduction="batchmean")
-    assert kl > 1e-4
-    model.train()
-    loss = trades_loss(model, x, y, 0.1, 0.025, 3, beta=6.0)
-    assert loss > F.cross_entropy(model(x), y) - 1e-3 and loss.requires_grad
+    spec = AttackSpec(0.1, 0.025, 3)
+    loss = aff_loss(model, x, y, spec, beta=6.0)
+    assert loss > F.cross_entropy(model(x), y) - 1e-3 and loss.requires_grad and model.training
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
-    assert trades_loss(model, x, y, 0.1, 0.025, 3, beta=0.0).item() == pytest.approx(
+    assert aff_loss(model, x, y, spec, beta=0.0).item() == pytest.approx(
         F.cross_entropy(model(x), y).item(), rel=0.2
     )
+    a, b = (  # fresh copies: a train-mode forward moves the BN statistics the attack reads
+        aff_loss(copy.deepcopy(model), x, y, spec, 6.0, torch.Generator().manual_seed(5)) for _ in range(2)
+    )
+    assert torch.equal(a, b)
 
 
-def test_classifier_forward_uses_the_fixed_route(runs) -> None:
+def test_finetune_state_is_the_finetune_protocol(runs, tmp_path) -> None:
+    """The sweep trials' evaluation and ``acl-ray finetune`` run the same code to the same numbers."""
+    cfg = fast("slf")
+    on_disk = finetune(runs["ds"], cfg, tmp_path / "ft")
     state = load_checkpoint(runs["ds"])
-    info = load_datasets(Config().override(TINY).data).info
-    clf = Classifier(_encoder(state, info), info.num_classes, "adv").eval()
-    x = torch.rand(4, 1, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(clf(x), clf.fc(clf.encoder.features(x, "adv")))
-        assert not torch.equal(clf.encoder.features(x, "clean"), clf.encoder.features(x, "adv"))
+    data = load_datasets(Config.from_dict(state["config"]).data)
+    in_memory = finetune_state(state, data, cfg, torch.device("cpu"))
+    for key in ("val/standard_acc", "val/robust_acc", "select/epoch", "eval/standard_acc", "eval/robust_acc"):
+        assert in_memory[key] == on_disk[key], key
+    assert (in_memory["eval/protocol"], in_memory["eval/attack"]) == ("slf", on_disk["eval/attack"])

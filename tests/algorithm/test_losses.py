@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from acl_ray.algorithm.losses import nt_xent
+from acl_ray.algorithm.losses import nt_xent, semisup_loss, trades_loss
 
 
 def nt_xent_reference(z1: np.ndarray, z2: np.ndarray, t: float) -> float:
@@ -46,3 +46,60 @@ def test_nt_xent_scale_invariant_and_symmetric() -> None:
     z1, z2 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
     assert nt_xent(3 * z1, 0.5 * z2, 0.5) == pytest.approx(nt_xent(z1, z2, 0.5).item(), rel=1e-5)
     assert nt_xent(z2, z1, 0.5) == pytest.approx(nt_xent(z1, z2, 0.5).item(), rel=1e-5)
+
+
+def trades_reference(nat, adv, y, beta):  # TRADES eq. 5 row by row: CE + beta KL(p(x) || p(x_adv))
+    total = 0.0
+    for r in range(len(nat)):
+        p = torch.softmax(nat[r], 0)
+        kl = (p * (torch.log(p) - torch.log_softmax(adv[r], 0))).sum()
+        total = total - torch.log_softmax(nat[r], 0)[y[r]] + beta * kl
+    return total / len(nat)
+
+
+@pytest.mark.parametrize("n,k", [(1, 3), (7, 10)])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 6.0])
+def test_trades_loss_matches_the_formula(n, k, beta) -> None:
+    g = torch.Generator().manual_seed(n * k)
+    nat, adv = (torch.randn(n, k, generator=g, dtype=torch.float64).requires_grad_(True) for _ in range(2))
+    y = torch.randint(k, (n,), generator=g)
+    ours, ref = trades_loss(nat, adv, y, beta), trades_reference(nat, adv, y, beta)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-9, abs=1e-12)
+    for a, r in zip(torch.autograd.grad(ours, (nat, adv)), torch.autograd.grad(ref, (nat, adv)), strict=True):
+        torch.testing.assert_close(a, r)
+    assert trades_loss(nat, nat, y, beta).item() == pytest.approx(  # no KL between identical logits
+        torch.nn.functional.cross_entropy(nat, y).item(), abs=1e-12
+    )
+
+
+def semisup_reference(nat, adv, y, teacher, alpha, t, beta):  # the official trade_loss_soft, row by row
+    b, total = len(adv), 0.0
+    for r in range(b):
+        q = torch.softmax(teacher[r] / t, 0)
+        soft_ce = -(q * torch.log_softmax(adv[r] / t, 0)).sum()  # official distillCrossEntropy
+        if r < len(y):
+            total = total + (1 - alpha) * -torch.log_softmax(adv[r], 0)[y[r]] + alpha * t * t * soft_ce
+        else:
+            total = total + t * t * soft_ce
+        p = torch.softmax(nat[r], 0)
+        total = total + beta * (p * (torch.log(p) - torch.log_softmax(adv[r], 0))).sum()
+    return total / b
+
+
+@pytest.mark.parametrize("n_lab,b,k", [(1, 8, 3), (5, 5, 10), (3, 20, 10)])
+@pytest.mark.parametrize("alpha,t,beta", [(0.5, 1.0, 6.0), (0.2, 4.0, 1.0), (1.0, 0.5, 0.0)])
+def test_semisup_loss_matches_the_official_formula(n_lab, b, k, alpha, t, beta) -> None:
+    g = torch.Generator().manual_seed(b * k)
+    nat, adv, teacher = (torch.randn(b, k, generator=g, dtype=torch.float64) * 3 for _ in range(3))
+    adv.requires_grad_(True)
+    nat.requires_grad_(True)
+    y = torch.randint(k, (n_lab,), generator=g)
+    ours = semisup_loss(nat, adv, y, teacher, alpha, t, beta)
+    ref = semisup_reference(nat, adv, y, teacher, alpha, t, beta)
+    # KL = soft cross-entropy - teacher entropy: equal gradients, values apart by a constant.
+    q = torch.softmax(teacher / t, 1)
+    weights = torch.tensor([alpha] * n_lab + [1.0] * (b - n_lab), dtype=torch.float64)
+    entropy = (weights * -(q * q.log()).sum(1)).sum() * t * t / b
+    assert ours.item() == pytest.approx((ref - entropy).item(), rel=1e-9, abs=1e-9)
+    for a, r in zip(torch.autograd.grad(ours, (nat, adv)), torch.autograd.grad(ref, (nat, adv)), strict=True):
+        torch.testing.assert_close(a, r)

@@ -1,6 +1,5 @@
 """``acl-ray analyze`` on fake sweep folders written in Tune's layout (no Ray cluster, no training)."""
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,8 @@ from acl_ray.results.analyze import (
     select,
     trials_schema,
 )
+from tests.results.fake_sweep import SPEC, make_sweep
 
-SPEC = {
-    "base": {"data": {"name": "synthetic", "synthetic_size": 300, "batch_size": 32}, "run": {"epochs": 3}},
-    "space": {
-        "attack.steps": {"int": [1, 3]},
-        "attack.eps": {"loguniform": [0.03, 0.3]},
-        "data.batch_size": {"choice": [16, 32]},
-    },
-    "sweep": {"num_samples": 4, "workers": 2, "cpus_per_worker": 1.5},
-}
 FILES = (
     "trials.parquet",
     "epochs.parquet",
@@ -42,76 +33,7 @@ FILES = (
     "best_config.yaml",
     "report.md",
 )
-FINAL = {"val/standard_acc": 0.8, "val/robust_acc": 0.32, "eval/standard_acc": 0.75, "eval/robust_acc": 0.28}
-
-
-def _trial(
-    folder: Path,
-    index: int,
-    config: dict[str, Any],
-    epochs: int,
-    final: dict[str, float] | None = None,
-    status: str = "TERMINATED",
-) -> dict[str, Any]:
-    """One trial folder with result.json (a line per epoch, the full protocol on the last)."""
-    tid = f"{index:04d}abcd"
-    logdir = f"train_driver_{tid}_{index}_x=1_2026-01-01_00-00-00"
-    d = folder / logdir
-    d.mkdir()
-    (d / "params.json").write_text(json.dumps(config))
-    lines = []
-    for e in range(1, epochs + 1):
-        r = {
-            "epoch": e,
-            "train/loss": 4.0 - 0.1 * e,
-            "train/lr": 1e-3,
-            "time/train_s": 0.5,
-            "train/images_per_s": 400.0,
-            "proxy/standard_acc": 0.3 + 0.01 * e,
-            "proxy/robust_acc": 0.1 + 0.01 * e + 0.02 * index,
-            "checkpoint_path": f"/elsewhere/{folder.name}/trial-{tid}/checkpoint_{e}",
-            "time_total_s": 10.0 * e,
-            "trial_id": tid,
-            "config": config,
-        }
-        if e == epochs and final:
-            r.update(final)
-        lines.append(json.dumps(r))
-    (d / "result.json").write_text("".join(x + "\n" for x in lines))
-    (folder / f"trial-{tid}" / f"checkpoint_{epochs}").mkdir(parents=True)
-    meta = {"trial_id": tid, "experiment_tag": f"{index}_x=1", "status": status, "config": config}
-    return {**meta, "relative_logdir": logdir}
-
-
-def make_sweep(folder: Path, killed: bool = False) -> Path:
-    """Four trials: paper point (completed), ASHA-stopped (posthoc), error, and one more that is
-    completed, or, when ``killed``, running / missing from the saved state / with a torn line."""
-    folder.mkdir()
-    Sweep.from_dict(SPEC).save(folder)
-    c = [
-        {"attack.steps": 3, "attack.eps": 8 / 255, "data.batch_size": 32},  # the paper point, clipped
-        {"attack.steps": 2, "attack.eps": 0.15, "data.batch_size": 16},
-        {"attack.steps": 1, "attack.eps": 0.05, "data.batch_size": 16},
-        {"attack.steps": 2, "attack.eps": 0.1, "data.batch_size": 32},
-    ]
-    metas = [_trial(folder, 1, c[0], 3, FINAL)]
-    if killed:
-        metas.append(_trial(folder, 2, c[1], 2, status="RUNNING"))
-        with (folder / metas[-1]["relative_logdir"] / "result.json").open("a") as f:
-            f.write('{"epoch": 3, "train/lo')  # killed while writing
-        _trial(folder, 3, c[2], 1, status="RUNNING")  # started after the last state save
-    else:
-        metas.append(_trial(folder, 2, c[1], 1))  # ASHA stopped it after epoch 1
-        (folder / "posthoc").mkdir()
-        post = {**FINAL, "val/standard_acc": 0.9, "val/robust_acc": 0.25}
-        (folder / "posthoc" / f"{metas[-1]['trial_id']}.json").write_text(json.dumps(post))
-        metas.append(_trial(folder, 3, c[2], 1, status="ERROR"))
-        err = "Failure # 1 (occurred at 2026)\nTraceback:\n  File x\nValueError: Illegal attack.eps=2\n"
-        (folder / metas[-1]["relative_logdir"] / "error.txt").write_text(err)
-        metas.append(_trial(folder, 4, c[3], 3, {**FINAL, "val/standard_acc": 0.7, "val/robust_acc": 0.35}))
-    state = {"trial_data": [[json.dumps(m), json.dumps({"error_filename": None})] for m in metas]}
-    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
-    return folder
+DATA = Path(__file__).parent / "data"
 
 
 def test_tables_read_back_to_the_documented_schema(tmp_path) -> None:
@@ -260,7 +182,7 @@ def test_a_real_sweep_folder(tmp_path) -> None:
     epochs, ASHA; checkpoints, pickles and event files left out (85 KB)."""
     import shutil
 
-    sweep = Path(shutil.copytree(Path(__file__).parent / "data" / "sweep_sw1", tmp_path / "sw1"))
+    sweep = Path(shutil.copytree(DATA / "sweep_sw1", tmp_path / "sw1"))
     chosen = analyze(sweep, "knee")
     out = sweep / "analysis"
     assert all((out / f).is_file() for f in FILES)
@@ -275,3 +197,24 @@ def test_a_real_sweep_folder(tmp_path) -> None:
     assert pq.read_table(out / "epochs.parquet").num_rows == 3 + 2 + 1
     # val (SA, RA): (0.867, 0.333), (0.900, 0.267), (0.533, 0.200): two on the front, knee = higher RA
     assert chosen["trial_id"] == "e52eb644"
+
+
+def test_analyze_runs_without_torch_or_ray(tmp_path) -> None:
+    """The results floor imports neither: ``acl-ray analyze`` works where only pyarrow, matplotlib,
+    rich and Optuna are installed (a laptop reading a cluster's sweep folder)."""
+    import shutil
+    import subprocess
+    import sys
+
+    sweep = Path(shutil.copytree(DATA / "sweep_sw1", tmp_path / "sw1"))
+    code = (
+        "import sys\n"
+        "from acl_ray.cli import main\n"
+        f"assert main(['analyze', {str(sweep)!r}, '--select', 'knee']) == 0\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray'))\n"
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, loaded[:10]\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (sweep / "analysis" / "trials.parquet").is_file()

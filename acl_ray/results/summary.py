@@ -1,0 +1,105 @@
+"""A sweep's summary: one row per trial, ``summary.json``, ``best_config.yaml`` and a rich table.
+
+Rows come from :func:`acl_ray.results.trials.read_trials`; trials that ASHA stopped carry the full
+protocol from ``posthoc/<trial_id>.json`` once it has been run (``acl_ray.orchestration.posthoc``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from acl_ray.config.pretrain import Config
+from acl_ray.config.sweep import Sweep
+from acl_ray.console import console
+from acl_ray.results.trials import Trial
+
+# The full protocol, reported at a trial's last epoch: val = selection split, eval = test split.
+FINAL_KEYS = ("val/standard_acc", "val/robust_acc", "eval/standard_acc", "eval/robust_acc")
+SUMMARY_FILE = "summary.json"
+BEST_CONFIG_FILE = "best_config.yaml"
+
+
+def fmt(v: Any) -> str:
+    """A table cell: ``-`` for missing values, 4 significant digits for floats."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def summary_row(s: Sweep, t: Trial) -> dict[str, Any]:
+    """One trial's summary row (the keys of ``summary.json``'s ``trials``).
+
+    ``eval/source``: ``final`` when the last report carries the full protocol, ``posthoc`` when its
+    cached post-hoc evaluation was merged in, else None (still to run).
+    """
+    last, epoch = t.last, t.epoch
+    row: dict[str, Any] = {
+        "trial_id": t.trial_id,
+        "trial_index": t.trial_index,
+        "status": t.status,
+        "error": t.error is not None or t.status == "ERROR",
+        **{k: t.config.get(k) for k in s.space},
+        "epoch": epoch,
+        "stopped_early": t.status == "TERMINATED" and 0 < epoch < s.base.run.epochs,
+        "proxy/robust_acc": last.get("proxy/robust_acc"),
+        "proxy/standard_acc": last.get("proxy/standard_acc"),
+        **{k: last.get(k) for k in FINAL_KEYS},
+        "eval/source": "final" if last.get("val/robust_acc") is not None else None,
+        "time/total_s": last.get("time_total_s"),
+        "checkpoint_path": last.get("checkpoint_path"),
+        "resolved_config": s.base.override(t.config).to_dict(),
+    }
+    if row["eval/source"] is None and t.posthoc is not None:
+        row.update(t.posthoc, **{"eval/source": "posthoc"})
+    return row
+
+
+def summary_rows(s: Sweep, trials: list[Trial]) -> list[dict[str, Any]]:
+    return [summary_row(s, t) for t in trials]
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the highest ``val/robust_acc`` (the first of equals), or None when none has it."""
+    return max(
+        (r for r in rows if r.get("val/robust_acc") is not None),
+        key=lambda r: r["val/robust_acc"],
+        default=None,
+    )
+
+
+def write_summary(s: Sweep, out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Write ``out/summary.json`` (and ``out/best_config.yaml`` when a trial finished), print the
+    table, return the best row."""
+    best = best_row(rows)
+    summary = {"trials": rows, "best": best, "metric": s.sweep.metric, "config": s.to_dict()}
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    if best is not None:
+        Config.from_dict(best["resolved_config"]).to_yaml(out / BEST_CONFIG_FILE)
+    print_summary(rows, best, list(s.space))
+    return best
+
+
+def print_summary(rows: list[dict[str, Any]], best: dict[str, Any] | None, keys: list[str]) -> None:
+    t = Table(title="sweep results (val = selection split, eval = test split)")
+    for col in ("trial", *keys, "epochs", "status", "val SA", "val RA", "test SA", "test RA", "source"):
+        t.add_column(col)
+    for r in sorted(rows, key=lambda r: -(r.get("val/robust_acc") or -1)):
+        mark = "*" if best is not None and r["trial_id"] == best["trial_id"] else ""
+        t.add_row(
+            r["trial_id"] + mark,
+            *(fmt(r.get(k)) for k in keys),
+            str(r["epoch"]),
+            r["status"].lower() + (" (asha)" if r["stopped_early"] else ""),
+            *(fmt(r.get(k)) for k in FINAL_KEYS),
+            fmt(r.get("eval/source")),
+        )
+    console.print(t)
+    if best is not None:
+        cfg = ", ".join(f"{k}={fmt(best.get(k))}" for k in keys)
+        console.print(f"best (val robust acc {best['val/robust_acc']:.4f}): {cfg}")
