@@ -11,6 +11,7 @@ import yaml
 from rich.markup import escape
 
 from acl_ray.config.fields import parse_set
+from acl_ray.config.protocols import PRESETS
 from acl_ray.config.pretrain import Config, load_config
 from acl_ray.console import console
 
@@ -81,11 +82,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from acl_ray.algorithm.finetune import finetune
     from acl_ray.config.protocols import FinetuneConfig
 
-    values = parse_set(args.overrides)
+    if args.protocol is None and args.preset is None:
+        raise ValueError("finetune needs --protocol (slf | alf | aff) or --preset (a published protocol)")
+    values = {"finetune.preset": args.preset} if args.preset is not None else {}
+    if args.protocol is not None:
+        preset_protocol = FinetuneConfig().override(values).protocol if args.preset else args.protocol
+        if preset_protocol != args.protocol:
+            msg = f"--protocol {args.protocol} contradicts --preset {args.preset} ({preset_protocol})"
+            raise ValueError(msg)
+        values["finetune.protocol"] = args.protocol
+    values.update(parse_set(args.overrides))
     if args.route is not None:
         values["finetune.route"] = args.route
-    cfg = FinetuneConfig(protocol=args.protocol).override(values)
-    m = finetune(args.checkpoint, cfg, args.out)
+    m = finetune(args.checkpoint, FinetuneConfig().override(values), args.out)
     _say(
         f"{m['protocol']} ({m['route']} BN): val SA {m['val/standard_acc']:.3f} "
         f"RA {m['val/robust_acc']:.3f}; "
@@ -189,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="SLF / ALF / AFF finetuning + PGD evaluation")
     p.add_argument("--checkpoint", required=True, help="pre-training run directory (or its checkpoint.pt)")
-    p.add_argument("--protocol", required=True, help="slf | alf | aff")
+    p.add_argument("--protocol", help="slf | alf | aff (required unless --preset gives it)")
+    presets = " | ".join(PRESETS)
+    p.add_argument("--preset", help=f"a published protocol: {presets} (README)")
     p.add_argument("--out", required=True, help="new directory for metrics.json, checkpoint.pt, config.yaml")
     p.add_argument("--route", help="BN route kept: auto (adv when present) | clean | adv")
     _set_arg(p, "finetune.epochs=20 or eval.eps=0.05")

@@ -6,8 +6,9 @@ route of the encoder (default "adv", the official ``--bnNameCnt 1``):
 * ``alf``: linear head trained on PGD-10 (cross-entropy) examples of the whole classifier.
 * ``aff``: the whole network with TRADES (beta 6, 10 steps): :func:`aff_loss`.
 The head or network kept is the one with the best validation robust accuracy (the paper's
-selection, :func:`acl_ray.algorithm.fit.fit`); the test split is only reported. No augmentation:
-digits are 8x8.
+selection, :func:`acl_ray.algorithm.fit.fit`); the test split is only reported. Training-time
+augmentation (``finetune.augment=crop_flip``, the published CIFAR protocols) is drawn on the device
+per batch; without it (digits), SLF computes the frozen features once.
 
 :func:`finetune` runs the protocol on a pre-training run directory and writes a classifier run;
 :func:`finetune_state` runs the same code on an in-memory pre-training state (sweep trials).
@@ -26,6 +27,7 @@ import yaml
 from torch import nn
 
 from acl_ray.algorithm.attacks import AttackSpec, pgd_classifier, trades_attack
+from acl_ray.algorithm.augment import crop_flip
 from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from acl_ray.algorithm.classifier import (
     Classifier,
@@ -75,13 +77,19 @@ def _fit_protocol(
     clf.encoder.requires_grad_(not linear)
     params = list((clf.fc if linear else clf).parameters())
     n = len(train[1])
-    feats = eval_outputs(clf, train[0], clf.features) if cfg.protocol == "slf" else None  # frozen: once
+    augment = cfg.augment == "crop_flip"
+    once = cfg.protocol == "slf" and not augment
+    feats = eval_outputs(clf, train[0], clf.features) if once else None  # frozen features: once
     spec = AttackSpec.quarter_step(cfg.train_eps, cfg.train_steps)
 
     def step_loss(idx: torch.Tensor) -> torch.Tensor:
         x, y = train[0][idx], train[1][idx]
-        if feats is not None:  # SLF
+        if feats is not None:  # SLF, no augmentation
             return F.cross_entropy(clf.fc(feats[idx]), y)
+        if augment:
+            x = crop_flip(x, gen)
+        if cfg.protocol == "slf":
+            return F.cross_entropy(clf.fc(eval_outputs(clf, x, clf.features)), y)
         if cfg.protocol == "aff":
             return aff_loss(clf, x, y, spec, cfg.beta, gen)
         x_adv = pgd_classifier(clf, x, y, spec, "ce", gen)  # ALF
@@ -96,6 +104,7 @@ def _fit_protocol(
             "val/standard_acc": accuracy(clf, *val), "val/robust_acc": robust_accuracy(clf, *val, cfg.eval)
         },
         select_every=cfg.select_every, rank=("val/robust_acc", "val/standard_acc"),
+        lr_schedule=cfg.lr_schedule, milestones=cfg.milestones,
     )
 
 

@@ -1,7 +1,8 @@
 """One fit-and-select loop for every supervised stage: finetuning (SLF, ALF, AFF) and the
 semi-supervised teacher and student.
 
-``epochs`` passes of optimizer steps with a per-step cosine learning rate to 0; the model is
+``epochs`` passes of optimizer steps with a per-step cosine learning rate to 0 (or, for the
+published protocols, a step schedule: x0.1 after each milestone epoch); the model is
 scored on validation every ``select_every`` epochs and at the last, and the state with the best
 score tuple is reloaded at the end (the paper's selection on validation robust accuracy). What a
 step sees (``batches``) and what it minimises (``step_loss``) belong to the caller, so each keeps
@@ -35,6 +36,8 @@ def fit(
     score: Callable[[], dict[str, float]],
     select_every: int = 1,
     rank: Sequence[str] = (),
+    lr_schedule: str = "cosine",
+    milestones: Sequence[int] = (),
 ) -> dict[str, float]:
     """Train ``model`` and keep its best-scoring state; returns that score and ``select/epoch``.
 
@@ -49,9 +52,15 @@ def fit(
         select_every: epochs between scorings (the last epoch is always scored).
         rank: the keys of ``score`` compared, most important first; empty = all, in ``score``'s order.
             A later scoring wins only with a strictly greater tuple (ties keep the earlier state).
+        lr_schedule: ``cosine`` (per step, to 0) or ``step`` (the lr is multiplied by 0.1 after each
+            epoch in ``milestones``: the official ACL and RobustSSL finetuning schedules).
     """
     opt = build_optimizer(params, optim, optim.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+    per_step = lr_schedule == "cosine"
+    sched: torch.optim.lr_scheduler.LRScheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch) if per_step
+        else torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma=0.1)
+    )
     best: dict[str, float] = {}
     best_state: dict[str, torch.Tensor] = {}
     for epoch in range(1, epochs + 1):
@@ -61,7 +70,10 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if per_step:
+                sched.step()
+        if not per_step:
+            sched.step()  # after the epoch: epochs 1..m at the full lr, m+1.. at a tenth
         if epoch % select_every and epoch != epochs:
             continue
         s = score()

@@ -8,7 +8,8 @@ Keys: ``eval.<field>`` for the test attack; ``finetune.<field>`` / ``semisup.<fi
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from acl_ray.config.fields import Settings, check, choice
 
@@ -123,6 +124,8 @@ class FinetuneConfig(Settings):
     def __post_init__(self) -> None:
         if isinstance(self.milestones, str):  # "15,20" from a --set flag
             object.__setattr__(self, "milestones", tuple(x for x in self.milestones.split(",") if x.strip()))
+        if isinstance(self.milestones, int):  # one epoch, read by YAML as a number
+            object.__setattr__(self, "milestones", (self.milestones,))
         try:
             object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         except (TypeError, ValueError):
@@ -149,11 +152,24 @@ class FinetuneConfig(Settings):
         check(self.val_size >= 1, "finetune.val_size", "an integer >= 1", self.val_size)
         check(self.threads >= 0, "finetune.threads", ">= 0", self.threads)
 
+    def override(self, values: Mapping[str, Any]) -> FinetuneConfig:
+        """As :meth:`Settings.override`, but a ``preset`` key applies that published protocol first
+        (its values replace these), then the other keys; so ``{preset: acl-aff, epochs: 3}`` is the
+        official AFF for 3 epochs, in a sweep file's ``final`` section as on the command line.
+        """
+        rest = dict(values)
+        names = [rest.pop(k) for k in ("preset", "finetune.preset") if k in rest]
+        cfg = self
+        if names:
+            name = str(names[-1])
+            check(name in ("", *PRESETS), "finetune.preset", f"one of {', '.join(PRESETS)} (or empty)", name)
+            cfg = Settings.override(self, {**PRESETS.get(name, {}), "preset": name})
+        return Settings.override(cfg, rest)
+
     @classmethod
     def from_preset(cls, name: str) -> FinetuneConfig:
-        """The finetuning config of a published protocol (``PRESETS``); ``--set`` may change it after."""
-        choice("--preset", name, tuple(PRESETS))
-        return cls().override({**PRESETS[name], "preset": name})
+        """The finetuning config of a published protocol (``PRESETS``)."""
+        return cls().override({"preset": name})
 
     def resolved(self) -> FinetuneConfig:
         """A copy with the protocol defaults filled in (what config.yaml records)."""

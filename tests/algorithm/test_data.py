@@ -100,7 +100,7 @@ def _dump(path: Path, obj: dict[str, Any]) -> str:
     return _md5(path)
 
 
-def _fake_cifar(
+def fake_cifar(
     root: Path, monkeypatch: pytest.MonkeyPatch, cifar100: bool, n_train: int = 20, n_test: int = 6
 ) -> dict[str, np.ndarray]:
     """Write a tiny archive in the official CIFAR python layout and point torchvision's md5s at it.
@@ -136,7 +136,7 @@ def _fake_cifar(
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_from_official_layout(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    written = _fake_cifar(tmp_path, monkeypatch, cifar100=name == "cifar100")
+    written = fake_cifar(tmp_path, monkeypatch, cifar100=name == "cifar100")
     ds = load_datasets(DataConfig(name=name, root=str(tmp_path), download=False))
     n_train = len(written["train"])
     assert ds.info.num_classes == (100 if name == "cifar100" else 10)
@@ -166,7 +166,7 @@ def test_cifar_extracts_a_placed_archive_without_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, root = tmp_path / "staging", tmp_path / "root"
-    written = _fake_cifar(staging, monkeypatch, cifar100=False)
+    written = fake_cifar(staging, monkeypatch, cifar100=False)
     root.mkdir()
     archive = root / CIFAR10.filename
     with tarfile.open(archive, "w:gz") as tar:

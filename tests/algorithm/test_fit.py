@@ -139,3 +139,20 @@ def test_fit_equals_the_hand_written_loop_it_replaces(name) -> None:
         select_every=epochs)
     for a, b in zip(model.state_dict().values(), ref.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_step_schedule_drops_the_lr_tenfold_after_each_milestone() -> None:
+    """SGD on loss = w: each step moves w by exactly the current lr, so the steps read the schedule."""
+    model = nn.Linear(1, 1, bias=False)
+    w = model.weight
+    seen: list[float] = []
+
+    def step_loss(_: int) -> torch.Tensor:
+        seen.append(float(w.detach()))
+        return w.sum()
+
+    optim = OptimConfig(name="sgd", lr=1.0, momentum=0.0, weight_decay=0.0)
+    fit(model, [w], optim, epochs=4, steps_per_epoch=2, batches=lambda: range(2), step_loss=step_loss,
+        score=lambda: {"s": 0.0}, lr_schedule="step", milestones=(1, 3))
+    moves = [a - b for a, b in zip(seen, seen[1:], strict=False)]
+    assert moves == pytest.approx([1, 1, 0.1, 0.1, 0.1, 0.1, 0.01])  # epoch 1, epochs 2-3, epoch 4

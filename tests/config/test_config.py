@@ -140,3 +140,22 @@ def test_paper_cifar_preset_loads() -> None:
         512,
     )
     assert c.attack.eps == pytest.approx(8 / 255) and c.attack.steps == 5 and c.run.epochs == 1000
+
+
+def test_a_preset_applies_first_then_the_other_keys() -> None:
+    from acl_ray.config.protocols import PRESETS
+    from acl_ray.config.sweep import Sweep
+
+    c = FinetuneConfig().override({"finetune.epochs": 3, "finetune.preset": "acl-aff"})
+    assert (c.protocol, c.lr, c.batch_size, c.milestones, c.epochs) == ("aff", 0.1, 128, (15, 20), 3)
+    assert (c.eval.eps, c.eval.alpha, c.eval.attack, c.preset) == (8 / 255, 2 / 255, "autoattack", "acl-aff")
+    assert FinetuneConfig.from_dict(c.to_dict()) == c  # a saved config.yaml reloads to the same values
+    for name, values in PRESETS.items():
+        p = FinetuneConfig.from_preset(name)
+        for key, want in values.items():
+            got = getattr(p.eval, key[5:]) if key.startswith("eval.") else getattr(p, key)
+            assert got == want, (name, key)
+    final = Sweep.from_dict({"final": {"preset": "robustssl-slf", "epochs": 2}}).final
+    assert (final.protocol, final.lr, final.epochs, final.milestones) == ("slf", 0.01, 2, (10, 20))
+    with pytest.raises(ValueError, match="Illegal finetune.preset='acl'"):
+        FinetuneConfig().override({"preset": "acl"})

@@ -1,0 +1,56 @@
+"""The path a robustness researcher runs, CIFAR-shaped, through the CLI on the CPU: ResNet-18 ACL-DS
+pre-training on the official-format archive the tests write, finetuning with every published preset,
+then AutoAttack (standard) on the test split. Tiny sizes: this checks the path, not the numbers."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from acl_ray.cli import main
+from acl_ray.config.protocols import PRESETS
+from tests.algorithm.test_data import fake_cifar
+
+CIFAR_SETS = ["data.name=cifar10", "data.download=false", "model.arch=resnet18", "data.batch_size=16",
+              "attack.steps=1", "run.epochs=1", "run.progress=false", "run.threads=2"]
+# Tiny versions of the presets: one epoch, a one-step training attack, few eval steps and images.
+TINY = ["finetune.epochs=1", "finetune.train_steps=1", "finetune.batch_size=32", "finetune.val_size=4",
+        "finetune.milestones=1", "eval.steps=2", "finetune.threads=2"]
+
+
+def sets(values: list[str]) -> list[str]:
+    return [a for v in values for a in ("--set", v)]
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pytest.MonkeyPatch]:
+    root = tmp_path_factory.mktemp("cifar")
+    mp = pytest.MonkeyPatch()
+    fake_cifar(root / "data", mp, cifar100=False, n_train=40, n_test=6)
+    run = root / "pre"
+    args = ["pretrain", "--out", str(run), *sets([*CIFAR_SETS, f"data.root={root / 'data'}"])]
+    assert main(args) == 0
+    yield run, mp
+    mp.undo()
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "digits"])
+def test_cifar_preset_finetune_then_autoattack(cifar_run, tmp_path, preset) -> None:
+    run, _ = cifar_run
+    out = tmp_path / preset
+    args = ["finetune", "--checkpoint", str(run), "--preset", preset, "--out", str(out), *sets(TINY)]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    ft = yaml.safe_load((out / "config.yaml").read_text())
+    assert ft["preset"] == preset and ft["augment"] == "crop_flip" and ft["lr_schedule"] == "step"
+    assert m["protocol"] == PRESETS[preset]["protocol"] and m["eval/eps"] == pytest.approx(8 / 255)
+    assert 0 <= m["eval/robust_acc"] <= m["eval/standard_acc"] <= 1
+    if preset != "robustssl-slf":  # AutoAttack once per protocol family is enough for the suite
+        return
+    assert main(["evaluate", "--checkpoint", str(out), "--checks", "0"]) == 0  # the preset's: AA standard
+    e = json.loads((out / "evaluate_autoattack" / "metrics.json").read_text())
+    assert e["eval/attack"].startswith("autoattack-standard")
+    # AutoAttack only attacks clean-correct points; it need not be below PGD on every point.
+    assert 0 <= e["eval/robust_acc"] <= e["eval/standard_acc"]
+    assert e["eval/pgd_robust_acc"] <= e["eval/standard_acc"]
