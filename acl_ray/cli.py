@@ -11,8 +11,8 @@ import yaml
 from rich.markup import escape
 
 from acl_ray.config.fields import parse_set
-from acl_ray.config.protocols import PRESETS
 from acl_ray.config.pretrain import Config, load_config
+from acl_ray.config.protocols import PRESETS
 from acl_ray.console import console
 
 # Bad input a user can fix, printed as one line with exit code 2: a wrong value or file (ValueError),

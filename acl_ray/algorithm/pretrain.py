@@ -25,7 +25,7 @@ from acl_ray.algorithm.models import build_encoder
 from acl_ray.algorithm.objective import acl_loss
 from acl_ray.algorithm.optim import build_optimizer, scaled_lr, warmup_cosine
 from acl_ray.algorithm.run_dir import append_metrics, prepare_run_dir, read_metrics, truncate_metrics
-from acl_ray.algorithm.runtime import autocast, resolve_device, set_threads
+from acl_ray.algorithm.runtime import autocast, resolve_device, set_threads, use_channels_last
 from acl_ray.config.pretrain import Config
 from acl_ray.console import log, progress_bar
 
@@ -55,7 +55,8 @@ class Pretrainer:
         torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
         info = data.info
         self.encoder = build_encoder(cfg.model, info.channels, info.mean, info.std).to(device)
-        if device.type == "cuda" and cfg.run.channels_last:
+        self.channels_last = use_channels_last(cfg.run.channels_last, device)
+        if self.channels_last:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
         self.attack_model: nn.Module = self.encoder
         if cfg.run.compile:
@@ -98,7 +99,7 @@ class Pretrainer:
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """One optimiser step on the images at ``idx``; returns the loss, still on the device."""
         x = self.images[idx].float() / 255  # (n, C, H, W) in [0, 1]
-        if self.device.type == "cuda" and self.cfg.run.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x1, x2 = two_views(x, self.spec, self.aug_gen)
         self.model.train()

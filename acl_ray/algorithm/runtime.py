@@ -1,4 +1,4 @@
-"""Where and how a process computes: the device, the CPU thread count and mixed precision."""
+"""Where and how a process computes: the device, the CPU thread count, mixed precision, memory format."""
 
 from __future__ import annotations
 
@@ -35,3 +35,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if use_bf16:
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+CHANNELS_LAST_ON_CPU = "ACL_RAY_CHANNELS_LAST_ON_CPU"  # "1": NHWC on the CPU too (tests of the GPU path)
+
+
+def use_channels_last(requested: bool, device: torch.device) -> bool:
+    """NHWC activations when ``run.channels_last`` asks for it: on CUDA (tensor cores want it), and
+    on the CPU only when the environment variable ``ACL_RAY_CHANNELS_LAST_ON_CPU=1`` forces it, so
+    the suite can run the GPU fast path on a CPU."""
+    return requested and (device.type == "cuda" or os.environ.get(CHANNELS_LAST_ON_CPU) == "1")
