@@ -1,4 +1,5 @@
 import copy
+import itertools
 import math
 
 import pytest
@@ -154,5 +155,5 @@ def test_step_schedule_drops_the_lr_tenfold_after_each_milestone() -> None:
     optim = OptimConfig(name="sgd", lr=1.0, momentum=0.0, weight_decay=0.0)
     fit(model, [w], optim, epochs=4, steps_per_epoch=2, batches=lambda: range(2), step_loss=step_loss,
         score=lambda: {"s": 0.0}, lr_schedule="step", milestones=(1, 3))
-    moves = [a - b for a, b in zip(seen, seen[1:], strict=False)]
+    moves = [a - b for a, b in itertools.pairwise(seen)]
     assert moves == pytest.approx([1, 1, 0.1, 0.1, 0.1, 0.1, 0.01])  # epoch 1, epochs 2-3, epoch 4
