@@ -150,6 +150,18 @@ def cmd_semisup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_official(args: argparse.Namespace) -> int:
+    from acl_ray.algorithm.official import import_official
+
+    s = import_official(args.path, args.out, args.dataset, parse_set(args.overrides))
+    epoch = f"epoch {s['epoch']}, " if s["epoch"] else ""
+    _say(
+        f"imported {s['tensors']} tensors ({epoch}BN routes {', '.join(s['routes'])}, "
+        f"{s['proj_layers']}-layer head) into {args.out}; next: acl-ray finetune --checkpoint {args.out}"
+    )
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from acl_ray.config.space import validate_space
     from acl_ray.config.sweep import load_sweep
@@ -159,7 +171,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise ValueError("--resume continues a sweep as it was saved: drop --config / --set")
         from acl_ray.orchestration.tune import resume_sweep
 
-        resume_sweep(args.resume, args.address)
+        resume_sweep(args.resume, args.address, verbose=args.verbose)
         return 0
     if not args.out:
         raise ValueError("--out is required for a new sweep (or pass --resume DIR)")
@@ -168,7 +180,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from acl_ray.orchestration.tune import run_sweep
 
-    run_sweep(sweep, args.out, args.address)
+    run_sweep(sweep, args.out, args.address, verbose=args.verbose)
     return 0
 
 
@@ -222,12 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
     _set_arg(p, "semisup.epochs=5 or eval.eps=0.05")
     p.set_defaults(func=cmd_semisup)
 
+    p = sub.add_parser("import-official", help="a checkpoint of the official ACL code as a pre-training run")
+    p.add_argument("path", help="file saved by the official train_simCLR.py (e.g. the released ACL_DS.pt)")
+    p.add_argument("--out", required=True, help="new pre-training run directory for acl-ray finetune")
+    p.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"), help="its data.name")
+    _set_arg(p, "data.root=/data/cifar or data.download=false")
+    p.set_defaults(func=cmd_import_official)
+
     p = sub.add_parser("sweep", help="Ray Tune + Optuna sweep over ACL's knobs (robust accuracy per trial)")
     p.add_argument("--config", help="sweep YAML (sections base, space, sweep, proxy, final)")
     _set_arg(p, "sweep.num_samples=8, attack.eps=0.05 or final.protocol=alf")
     p.add_argument("--out", help="sweep folder (new), or the sweep to continue with --resume")
     p.add_argument("--resume", metavar="DIR", help="continue a killed sweep in DIR")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show Ray's and Ray Train's worker output here (always kept in DIR/logs/)",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("analyze", help="offline sweep analysis: Parquet tables, Pareto plots, best config")

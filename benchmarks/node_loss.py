@@ -15,17 +15,22 @@ scheduling and ``sweep.max_failures`` retries. Steps:
    process group with SIGKILL, and start ``acl-ray sweep --resume`` against the same cluster;
 3. read every trial's reported epochs (``acl_ray.results.trials``) and write the figures.
 
-JSON fields: nodes, trials finished / lost / restarted, per restarted trial the epochs trained twice
-and the seconds from the node's removal to that trial's next reported epoch, and the same for the
-driver kill.
+JSON fields: nodes; trials finished / lost; for the node loss, each trial whose workers were hit
+(found by a new rank-0 pid in its reports after the removal): its last epoch before, the first
+epoch after (resumed from its last checkpoint), epochs reported twice and the seconds from the
+removal to its next reported epoch; for the driver kill, the trials finished before it and whether
+any was re-run, and the seconds from the kill to the resumed sweep's end.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,7 +52,7 @@ SWEEP = {
     },
     "space": {"attack.eps": {"loguniform": [0.03, 0.3]}},
     "sweep": {
-        "num_samples": 3,
+        "num_samples": 4,
         "searcher": "random",
         "scheduler": "fifo",
         "workers": 2,
@@ -59,9 +64,20 @@ SWEEP = {
     "final": {"protocol": "slf", "epochs": 3, "eval": {"steps": 3}},
 }
 
+LIVE_WORKERS: list[Any] = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
 
 def start_cluster(nodes: int) -> Cluster:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"TRAIN_DRIVER": 8}})
+    """A head (trial drivers only) and ``nodes`` one-CPU workers; its own dashboard port, since the
+    state API goes through the dashboard and another local Ray may hold the default one."""
+    head = {"num_cpus": 0, "resources": {"TRAIN_DRIVER": 8}, "dashboard_port": free_port()}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     for _ in range(nodes):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -72,7 +88,10 @@ def driver(out: Path, address: str, cfg: Path | None, log: Path) -> subprocess.P
     """``acl-ray sweep`` (or ``--resume``) in its own process group, as the head's driver."""
     args = ["--resume", str(out)] if cfg is None else ["--config", str(cfg), "--out", str(out)]
     cmd = [sys.executable, "-m", "acl_ray.cli", "sweep", *args, "--address", address]
-    return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "RAY_ADDRESS": address}  # every "auto" lookup in it finds this cluster
+    return subprocess.Popen(
+        cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
 
 
 def reports(out: Path) -> dict[str, list[dict[str, Any]]]:
@@ -92,14 +111,34 @@ def wait_for(cond: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def node_of_trial(cluster: Cluster, trial_id: str) -> Any:
-    """A worker node hosting a live Ray Train worker of ``trial_id`` (its actor name carries the id)."""
-    actors = list_actors(
-        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True
-    )
-    ids = {a.node_id for a in actors if trial_id in (getattr(a, "ray_namespace", "") or "") + str(a.name)}
-    ids = ids or {a.node_id for a in actors}  # the name may not carry the id: any training node works
+def training_node(cluster: Cluster) -> Any:
+    """A worker node that hosts a live Ray Train worker (which trial's is read from the reports)."""
+    actors = list_actors(address=cluster.address, filters=LIVE_WORKERS)
+    ids = {a.node_id for a in actors}
     return next((n for n in cluster.worker_nodes if n.node_id in ids), None)
+
+
+def restarts(rows: list[dict[str, Any]], start: float, end: float) -> dict[str, Any] | None:
+    """How a trial came back from a failure in [start, end): None when its workers were not hit.
+
+    A restarted worker group reports under a new rank-0 pid; Tune's ``timestamp`` is whole seconds.
+    """
+    before = [r for r in rows if r["timestamp"] < start]
+    seen = {r.get("worker/pid") for r in before}
+    new = [r for r in rows if r["timestamp"] >= int(start) and r.get("worker/pid") not in seen]
+    if not before or not new or new[0]["timestamp"] >= end:
+        return None
+    last = max(r["epoch"] for r in before)
+    return {
+        "last_epoch_before": last,
+        "first_epoch_after": new[0]["epoch"],  # last + 1: resumed from the last checkpoint
+        "epochs_reported_twice": sum(r["epoch"] <= last for r in new),
+        "seconds_to_training_again": new[0]["timestamp"] - start,
+    }
+
+
+def finished(rows: list[dict[str, Any]]) -> bool:
+    return bool(rows) and rows[-1].get("val/robust_acc") is not None
 
 
 def run(out: Path, nodes: int, loss_after: int, timeout: float) -> dict[str, Any]:
@@ -107,31 +146,34 @@ def run(out: Path, nodes: int, loss_after: int, timeout: float) -> dict[str, Any
     sweep_dir, log = out / "sweep", out / "driver.log"
     cfg = out / "sweep.yaml"
     cfg.write_text(yaml.safe_dump(SWEEP))
+    epochs = SWEEP["base"]["run"]["epochs"]  # type: ignore[index]
     cluster = start_cluster(nodes)
     try:
-        ray.init(address=cluster.address)
+        ray.init(address=cluster.address, log_to_driver=False)
         proc = driver(sweep_dir, cluster.address, cfg, log)
 
-        def training() -> str | None:
-            rows = reports(sweep_dir)
-            return next((t for t, r in rows.items() if len(r) >= loss_after and r[-1]["epoch"] < 6), None)
+        def training() -> bool:
+            return any(loss_after <= len(r) < epochs for r in reports(sweep_dir).values())
 
-        victim_trial = wait_for(training, timeout, f"a trial at epoch {loss_after}", proc)
-        node = wait_for(lambda: node_of_trial(cluster, victim_trial), 60, "the trial's node")
-        before = {t: len(r) for t, r in reports(sweep_dir).items()}
+        wait_for(training, timeout, f"a trial past epoch {loss_after}", proc)
+        node = wait_for(lambda: training_node(cluster), 60, "a node with a training worker")
+        live = list_actors(address=cluster.address, filters=LIVE_WORKERS)
+        per_node = sorted(collections.Counter(a.node_id for a in live).values())
         lost_at = time.time()
-        cluster.remove_node(node, allow_graceful=False)
-        again = wait_for(
-            lambda: len(reports(sweep_dir).get(victim_trial, [])) > before[victim_trial],
-            timeout,
-            "the trial to train again",
-            proc,
-        )
-        node_recovery_s = max(r["timestamp"] for r in reports(sweep_dir)[victim_trial]) - lost_at
-        done_before_kill = {
-            t for t, r in reports(sweep_dir).items() if r and r[-1].get("val/robust_acc") is not None
-        }
-        rows_before_kill = {t: len(reports(sweep_dir)[t]) for t in done_before_kill}
+        cluster.remove_node(node, allow_graceful=False)  # raylet and every process on it: gone
+
+        def recovered() -> bool:
+            return any(restarts(r, lost_at, math.inf) for r in reports(sweep_dir).values())
+
+        wait_for(recovered, timeout, "a hit trial to train again on the remaining nodes", proc)
+        recovered_at = time.time()
+
+        def mid_training() -> bool:  # a trial with a report after the recovery and epochs to go
+            rows = reports(sweep_dir).values()
+            return any(r and not finished(r) and r[-1]["timestamp"] >= int(recovered_at) for r in rows)
+
+        wait_for(mid_training, timeout, "a trial training when the driver is killed", proc)
+        done = {t: len(r) for t, r in reports(sweep_dir).items() if finished(r)}
         os.killpg(proc.pid, signal.SIGKILL)  # the head's driver dies; the cluster stays up
         proc.wait()
         killed_at = time.time()
@@ -140,20 +182,12 @@ def run(out: Path, nodes: int, loss_after: int, timeout: float) -> dict[str, Any
         if resumed.returncode != 0:
             raise RuntimeError(f"acl-ray sweep --resume exited {resumed.returncode}; see {log}")
         final = reports(sweep_dir)
+        done_s = time.time() - killed_at
     finally:
         ray.shutdown()
         cluster.shutdown()
-    finished = {t for t, r in final.items() if r and r[-1].get("val/robust_acc") is not None}
-    per_trial = {}
-    for t, rows in final.items():
-        epochs = [r["epoch"] for r in rows]
-        pids = {r.get("worker/pid") for r in rows}
-        per_trial[t] = {
-            "epochs_reported": len(epochs),
-            "epochs_trained_twice": len(epochs) - len(set(epochs)),
-            "worker_groups": len(pids),
-            "finished": t in finished,
-        }
+    hit = {t: h for t, r in final.items() if (h := restarts(r, lost_at, killed_at))}
+    resumed_trials = {t: h for t, r in final.items() if (h := restarts(r, killed_at, math.inf))}
     return {
         "nodes": {
             "head": "TRAIN_DRIVER only, 0 CPU",
@@ -161,24 +195,20 @@ def run(out: Path, nodes: int, loss_after: int, timeout: float) -> dict[str, Any
             "cpus_per_node": 1,
             "after_loss": nodes - 1,
         },
+        # 2 one-CPU workers per trial on 1-CPU nodes: every DDP group spans two nodes.
+        "train_workers_per_node_at_loss": per_node,
         "sweep": SWEEP,
         "trials": len(final),
-        "trials_finished": len(finished),
-        "trials_lost": len(final) - len(finished),
-        "trials_restarted": sum(p["worker_groups"] > 1 for p in per_trial.values()),
-        "node_loss": {
-            "trial": victim_trial,
-            "after_epoch": loss_after,
-            "seconds_to_training_again": node_recovery_s,
-            "epochs_trained_twice": per_trial[victim_trial]["epochs_trained_twice"],
-            "reported": again,
-        },
+        "trials_finished": sum(finished(r) for r in final.values()),
+        "trials_lost": sum(not finished(r) for r in final.values()),
+        "node_loss": {"after_epoch": loss_after, "trials_restarted": len(hit), "per_trial": hit},
         "driver_kill": {
-            "finished_before": sorted(done_before_kill),
-            "rerun_after_resume": sorted(t for t in done_before_kill if len(final[t]) != rows_before_kill[t]),
-            "seconds_killed_to_done": time.time() - killed_at,
+            "finished_before": sorted(done),
+            "rerun_after_resume": sorted(t for t, n in done.items() if len(final[t]) != n),
+            "trials_resumed": resumed_trials,
+            "seconds_killed_to_done": done_s,
         },
-        "per_trial": per_trial,
+        "epochs_reported": {t: [r["epoch"] for r in rows] for t, rows in final.items()},
     }
 
 

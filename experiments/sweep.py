@@ -2,6 +2,7 @@
 
     python experiments/sweep.py                      # writes runs/sweep-<timestamp>/
     python experiments/sweep.py --out DIR --set sweep.num_samples=16
+    python experiments/sweep.py --verbose            # Ray's worker output in the terminal too
 
 Any ``acl-ray sweep`` flag works here; this file only chooses the study's settings
 (configs/sweep_digits.yaml) and an output folder.

@@ -14,6 +14,8 @@ import torch
 
 CHECKPOINT = "checkpoint.pt"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save (>= 1.6) writes a zip archive
+# The pickled magic number that opens the format torch.save wrote before PyTorch 1.6.
+LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 ZIP_END = b"PK\x05\x06"  # the end-of-central-directory record, in the last 64 KiB + 22 bytes
 # What torch's zip reader (miniz: RuntimeError, or OSError EINVAL from a seek past the end) and the
 # weights-only unpickler raise on damaged bytes. Only turned into a one-line error once the archive
@@ -48,38 +50,52 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
+    state = load_weights(path, "Checkpoint", map_location)
+    if not isinstance(state, dict) or "model" not in state or "signature" not in state:
+        raise ValueError(f"Checkpoint {str(path)!r} is not an acl_ray checkpoint (no model/signature)")
+    return state
+
+
+def load_weights(
+    path: Path, what: str, map_location: str | torch.device = "cpu", legacy: bool = False
+) -> Any:
+    """``torch.load(path, weights_only=True)``; every bad file is a one-line ``ValueError``.
+
+    Args:
+        what: how the message names the file ("Checkpoint").
+        legacy: also accept the pickle format ``torch.save`` wrote before PyTorch 1.6 (the official
+            ACL code ran 1.5); its damage cannot be told from a bug by a zip check.
+    """
     if not path.is_file():
-        raise ValueError(f"No checkpoint at {str(path)!r}")
-    name = f"Checkpoint {str(path)!r}"
+        raise ValueError(f"No {what.lower()} at {str(path)!r}")
+    name = f"{what} {str(path)!r}"
     with path.open("rb") as f:
-        head = f.read(len(ZIP_MAGIC))
+        head = f.read(len(LEGACY_MAGIC))
     if not head:
         raise ValueError(f"{name} is empty (truncated when written or copied)")
-    if head != ZIP_MAGIC:
+    old = legacy and head == LEGACY_MAGIC
+    if not head.startswith(ZIP_MAGIC) and not old:
         raise ValueError(f"{name} is not a torch checkpoint (not the zip archive torch.save writes)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # the weights-only unpickler refused what it read
-        damage = _damage(path, e)
-        if damage is not None:  # a flipped byte can look like any refused global
-            raise ValueError(f"{name} is truncated or corrupt ({damage})") from e
         refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+        damage = None if old else _damage(path, e)
+        if damage is not None or (old and not refused):  # a flipped byte can look like any refused global
+            raise ValueError(f"{name} is truncated or corrupt ({damage or 'pickle stream damaged'})") from e
         if refused:
             raise ValueError(
                 f"{name} holds pickled code ({refused[1]}) that torch.load(weights_only=True) refuses to "
-                "run; an acl_ray checkpoint holds only tensors and plain values"
+                "run; only tensors and plain values are loaded"
             ) from e
         why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
-        what = why[1] if why else "not tensors or plain values"
-        raise ValueError(f"{name} holds data torch.load(weights_only=True) refuses ({what})") from e
+        reason = why[1] if why else "not tensors or plain values"
+        raise ValueError(f"{name} holds data torch.load(weights_only=True) refuses ({reason})") from e
     except DAMAGED as e:
-        damage = _damage(path, e)
+        damage = f"{type(e).__name__}: {' '.join(str(e).split())}" if old else _damage(path, e)
         if damage is None:
             raise
         raise ValueError(f"{name} is truncated or corrupt ({damage})") from e
-    if not isinstance(state, dict) or "model" not in state or "signature" not in state:
-        raise ValueError(f"{name} is not an acl_ray checkpoint (no model/signature)")
-    return state
 
 
 def _damage(path: Path, error: BaseException) -> str | None:

@@ -162,6 +162,8 @@ class Pretrainer:
 
     def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
         check_signature(state["signature"], self.signature(), source)
+        if "optimizer" not in state:  # acl-ray import-official writes weights only
+            raise ValueError(f"Cannot resume from {source!r}: it holds weights but no optimiser state")
         self.encoder.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

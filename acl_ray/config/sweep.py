@@ -29,6 +29,7 @@ from acl_ray.config.space import default_space
 
 SEARCHERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")
+RUNNERS = ("auto", "train")
 SWEEP_FILE = "sweep.yaml"
 
 
@@ -47,16 +48,20 @@ class SweepConfig(Settings):
     grace_period: int = 4  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
     workers: int = 1  # Ray Train workers per trial
+    # auto: a 1-worker trial runs the epoch loop in its Tune trial process (no Train controller or
+    # worker actors) and more workers use Ray Train; train: every trial runs a Ray Train TorchTrainer
+    runner: str = "auto"  # auto | train (see above)
     cpus_per_worker: float = 1.0  # CPUs per worker
     gpus_per_worker: float = 0.0  # GPUs per worker (0 = CPU trials)
     max_concurrent: int = 0  # trials at once; 0 = what the cluster's resources allow
     max_failures: int = 1  # retries of a failed trial (Tune) and of a failed worker group (Train)
-    proxy_every: int = 1  # epochs between proxy evaluations (the last epoch always has one)
+    proxy_every: int = 1  # epochs between proxy evaluations (also at the last epoch and ASHA rungs)
     storage: str = ""  # Ray storage for multi-node clusters (s3://..., NFS); "" = the --out folder
 
     def __post_init__(self) -> None:
         choice("sweep.searcher", self.searcher, SEARCHERS)
         choice("sweep.scheduler", self.scheduler, SCHEDULERS)
+        choice("sweep.runner", self.runner, RUNNERS)
         check(self.num_samples >= 1, "sweep.num_samples", "an integer >= 1", self.num_samples)
         check(self.startup_trials >= 0, "sweep.startup_trials", ">= 0", self.startup_trials)
         check(self.grace_period >= 1, "sweep.grace_period", ">= 1", self.grace_period)

@@ -3,21 +3,37 @@
 Every trial of a sweep ends with ``eval/standard_acc`` and ``eval/robust_acc``: those that ran to
 the last epoch reported them; the others are evaluated here, once, and cached in
 ``<sweep>/posthoc/<trial_id>.json`` (which :mod:`acl_ray.results.trials` reads back).
+
+:class:`Posthoc` (a Tune callback) launches a trial's evaluation as soon as the trial stops, so it
+runs while other trials still train; it asks for a trial worker's resources (``cpus_per_worker``,
+``gpus_per_worker``), so it waits for a free CPU like a trial does and never holds one a running
+trial needs. The sweep waits for the outstanding ones when Tune is done; :func:`complete_missing`
+covers what is left (trials stopped in an earlier run of a resumed sweep).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray
+import ray.exceptions
+import ray.tune
 
 from acl_ray.config.sweep import Sweep
+from acl_ray.console import log
+from acl_ray.orchestration.trial import shares_data
 from acl_ray.results.trials import POSTHOC_DIR
 
+# (trial id, metrics or None while it runs / after a failure): how the live table hears of it
+Notify = Callable[[str, dict[str, Any] | None], None]
 
-def _posthoc(checkpoint_path: str, final: dict[str, Any], data_cfg: dict[str, Any]) -> dict[str, Any]:
+
+def _posthoc(
+    checkpoint_path: str, final: dict[str, Any], data_cfg: dict[str, Any], data: Any
+) -> dict[str, Any]:
     from ray.train import Checkpoint
 
     from acl_ray.algorithm.checkpoint import load_checkpoint
@@ -31,7 +47,8 @@ def _posthoc(checkpoint_path: str, final: dict[str, Any], data_cfg: dict[str, An
     device = resolve_device("auto")
     with Checkpoint(checkpoint_path).as_directory() as d:  # local folder, S3 or GCS
         state = load_checkpoint(d, map_location=device)
-    data = load_datasets(DataConfig(**data_cfg))
+    if data is None:
+        data = load_datasets(DataConfig(**data_cfg))
     return finetune_state(state, data, FinetuneConfig.from_dict(final), device)
 
 
@@ -39,22 +56,97 @@ def _reachable(path: str | None) -> bool:
     return bool(path) and ("://" in str(path) or Path(str(path)).exists())  # remote: checked when loaded
 
 
-def complete_missing(s: Sweep, out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _launch(
+    s: Sweep, checkpoint_path: str, config: dict[str, Any], data: ray.ObjectRef | None
+) -> ray.ObjectRef:
+    """The evaluation task of the trial with (searched) ``config``; ``data``: the base datasets."""
+    cfg = s.base.override(config)
+    shared = data if shares_data(s.base, cfg) else None  # else the task loads the trial's own
+    task = ray.remote(num_cpus=s.sweep.cpus_per_worker, num_gpus=s.sweep.gpus_per_worker)(_posthoc)
+    return task.remote(checkpoint_path, s.final.to_dict(), cfg.to_dict()["data"], shared)
+
+
+def _write(out: Path, trial_id: str, metrics: dict[str, Any]) -> None:
+    cache = out / POSTHOC_DIR
+    cache.mkdir(exist_ok=True)
+    (cache / f"{trial_id}.json").write_text(json.dumps(metrics, indent=2))
+
+
+def complete_missing(
+    s: Sweep, out: Path, rows: list[dict[str, Any]], data: ray.ObjectRef | None = None
+) -> list[dict[str, Any]]:
     """Run the final protocol for summary rows without it (stopped early), cached in ``out/posthoc``.
 
     Rows whose cached result was already merged (``eval/source`` = ``posthoc``) are left alone.
+    ``data``: the base config's datasets in the object store (else each task loads them).
     """
     todo = [r for r in rows if r["eval/source"] is None and _reachable(r["checkpoint_path"])]
     if todo:
         if not ray.is_initialized():
-            ray.init(num_cpus=None)
-        task = ray.remote(num_cpus=s.sweep.cpus_per_worker, num_gpus=s.sweep.gpus_per_worker)(_posthoc)
-        final = s.final.to_dict()
-        data_cfg = s.base.to_dict()["data"]
-        refs = [task.remote(r["checkpoint_path"], final, data_cfg) for r in todo]
-        cache = out / POSTHOC_DIR
-        cache.mkdir(exist_ok=True)
+            ray.init(address="local")
+        refs = [
+            _launch(s, r["checkpoint_path"], {k: r[k] for k in s.space if r.get(k) is not None}, data)
+            for r in todo
+        ]
         for r, metrics in zip(todo, ray.get(refs), strict=True):
-            (cache / f"{r['trial_id']}.json").write_text(json.dumps(metrics, indent=2))
+            _write(out, r["trial_id"], metrics)
             r.update(metrics, **{"eval/source": "posthoc"})
     return rows
+
+
+class Posthoc(ray.tune.Callback):
+    """Launches the full protocol for each trial that completes without it (stopped by ASHA).
+
+    Results are written to ``out/posthoc/`` as they arrive (checked at every Tune step) and all
+    outstanding ones are awaited when the experiment ends. Run-time state (``data``, tasks in
+    flight) is not pickled with the Tuner: a restored sweep puts the datasets again on first use.
+    """
+
+    def __init__(
+        self, s: Sweep, out: Path, notify: Notify | None = None, data: ray.ObjectRef | None = None
+    ) -> None:
+        self.s, self.out, self.notify = s, out, notify
+        self._ckpt: dict[str, str] = {}  # trial id -> latest reported checkpoint
+        self._pending: dict[str, ray.ObjectRef] = {}
+        self._data = data  # the base datasets in the object store
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_ckpt": {}, "_pending": {}, "_data": None}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get("checkpoint_path"):
+            self._ckpt[trial.trial_id] = result["checkpoint_path"]
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        path = self._ckpt.get(trial.trial_id) or last.get("checkpoint_path")
+        if last.get("val/robust_acc") is not None or not _reachable(path):
+            return
+        if self._data is None:
+            from acl_ray.algorithm.data import load_datasets
+
+            self._data = ray.put(load_datasets(self.s.base.data))
+        self._pending[trial.trial_id] = _launch(self.s, str(path), dict(trial.config), self._data)
+        if self.notify is not None:
+            self.notify(trial.trial_id, None)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._pending:
+            ready, _ = ray.wait(list(self._pending.values()), num_returns=len(self._pending), timeout=0)
+            self._collect(ready)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._collect(list(self._pending.values()))  # blocks until every evaluation is done
+
+    def _collect(self, refs: list[ray.ObjectRef]) -> None:
+        for tid, ref in [(t, r) for t, r in self._pending.items() if r in refs]:
+            del self._pending[tid]
+            try:
+                metrics = ray.get(ref)
+            except ray.exceptions.RayError as e:  # left to complete_missing at the end
+                log(f"post-hoc evaluation of trial {tid} failed: {' '.join(str(e).split())[:300]}")
+                continue
+            if self.out.is_dir():
+                _write(self.out, tid, metrics)
+            if self.notify is not None:
+                self.notify(tid, metrics)

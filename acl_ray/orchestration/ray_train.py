@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,16 +32,18 @@ from acl_ray.algorithm.run_dir import METRICS, append_metrics, prepare_run_dir, 
 from acl_ray.algorithm.runtime import set_threads
 from acl_ray.config.pretrain import Config
 from acl_ray.console import log
+from acl_ray.orchestration.epochs import Evals, run_epochs
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: rebuild and validate the config, then train epochs and report each one.
 
-    ``config``: ``{"acl": Config.to_dict(), "metrics_path": str | None, "eval": dict | None}``.
-    Rank 0 appends each epoch's row to ``metrics_path`` (a local run directory) as it goes; every
-    row is also kept in the checkpoint, which is what a restarted worker group resumes from.
-    With ``eval`` (sweeps), rank 0 adds the robust-accuracy proxy every ``proxy_every`` epochs and
-    the full protocol (``final``: a FinetuneConfig dict) to the last epoch's row.
+    ``config``: ``{"acl": Config.to_dict(), "metrics_path": str | None, "eval": Evals dict | None,
+    "data": ObjectRef | None}``. ``data``: the datasets already in Ray's object store (a sweep puts
+    them there once); without it the worker loads them. Rank 0 appends each epoch's row to
+    ``metrics_path`` (a local run directory) as it goes; every row is also kept in the checkpoint,
+    which is what a restarted worker group resumes from. The epochs, their proxy and full-protocol
+    evaluation (sweeps) and which of them write a checkpoint are :func:`epochs.run_epochs`'s.
     """
     cfg = Config.from_dict(config["acl"])
     ctx = ray.train.get_context()
@@ -53,50 +56,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model = convert_sync_bn(model, device)  # both routes; converts in place
         return ray.train.torch.prepare_model(model)  # [Ray] DDP (gloo on CPU, NCCL on GPU)
 
-    data = load_datasets(cfg.data)
+    ref = config.get("data")
+    data: Datasets = ray.get(ref) if ref is not None else load_datasets(cfg.data)
     trainer = Pretrainer(cfg, data, device, rank, world, wrap)
-    evals = config.get("eval") or {}
     checkpoint = ray.train.get_checkpoint()  # [Ray] set after a worker failure or on resume
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(load_checkpoint(Path(d), map_location=device), str(d))
-            if trainer.epoch >= cfg.run.epochs and trainer.history:
-                # Already complete (e.g. a sweep killed after this trial's last report but before
-                # Tune saved it as finished): report the final row again, train nothing.
-                ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
-                ray.train.report(trainer.history[-1], checkpoint=ckpt)
     metrics_path = config.get("metrics_path")
     if rank == 0 and metrics_path:
         truncate_metrics(Path(metrics_path).parent, trainer.epoch)
-    while trainer.epoch < cfg.run.epochs:
-        row = {**trainer.train_epoch(), "worker/pid": os.getpid(), "workers": world}
-        last = trainer.epoch == cfg.run.epochs
-        if rank == 0 and evals:
-            row.update(_evaluate(trainer, data, evals, last))
-        trainer.history[-1] = row
+
+    def report(row: dict[str, Any], state: dict[str, Any] | None) -> None:
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
-            if rank == 0 and (trainer.epoch % cfg.run.checkpoint_every == 0 or last):
-                save_checkpoint(Path(d) / CHECKPOINT, trainer.state_dict())
+            if state is not None:
+                save_checkpoint(Path(d) / CHECKPOINT, state)
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(row, checkpoint=ckpt)  # [Ray] a barrier: every rank calls it
+
+    def after_report(row: dict[str, Any]) -> None:
         if rank == 0 and metrics_path:  # after report: a row on disk has its checkpoint persisted
             append_metrics(Path(metrics_path).parent, row)
 
-
-def _evaluate(trainer: Pretrainer, data: Datasets, evals: dict[str, Any], last: bool) -> dict[str, Any]:
-    """Proxy (and, at the last epoch, the full protocol) on rank 0's copy of the encoder."""
-    from acl_ray.algorithm.finetune import finetune_state
-    from acl_ray.algorithm.proxy import proxy_eval
-    from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
-
-    out: dict[str, Any] = {}
-    if last or trainer.epoch % int(evals.get("proxy_every", 1)) == 0:
-        out.update(proxy_eval(trainer.encoder, data, ProxyConfig(**evals["proxy"]), trainer.cfg.run.seed))
-    if last and evals.get("final"):
-        ft = FinetuneConfig.from_dict(evals["final"])
-        out.update(finetune_state(trainer.state_dict(), data, ft, trainer.device))
-    return out
+    extra = {"worker/pid": os.getpid(), "workers": world}
+    run_epochs(trainer, data, Evals.from_dict(config.get("eval")), report, extra, after_report)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,16 +153,28 @@ def cluster_check(workers: int, cpus_per_worker: float, gpus_per_worker: float) 
         )
 
 
-def ensure_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to ``address`` (a running cluster) or start a local Ray; True if this call started it."""
+def ensure_ray(address: str | None, num_cpus: int | None = None, quiet: bool = False) -> bool:
+    """Connect to ``address`` (a running cluster) or start a local Ray; True if this call started it.
+
+    ``quiet``: the output of Ray's worker processes (trials, Train controllers and workers, tasks)
+    stays in Ray's log files instead of being forwarded to this terminal (``log_to_driver``), and
+    this process logs only Ray's errors. Neither can change once Ray is initialised.
+    """
     if ray.is_initialized():
         return False
+    verbosity: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR} if quiet else {}
     if address:
-        ray.init(address=address)
+        ray.init(address=address, **verbosity)
     else:
         # TRAIN_DRIVER: a logical resource for sweep trial drivers, which only wait on their
         # TorchTrainer; it keeps them from taking the CPUs the workers need (as on cluster.yaml's head).
-        ray.init(num_cpus=num_cpus or os.cpu_count(), resources={"TRAIN_DRIVER": 64})
+        # address="local": always a new local Ray, never one a `ray start` on this machine left behind.
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            resources={"TRAIN_DRIVER": 64},
+            **verbosity,
+        )
     return True
 
 

@@ -1,25 +1,25 @@
 """Ray Tune + Optuna sweeps over ACL's knobs, reporting standard and robust accuracy per trial.
 
-Each trial is a Tune function (the *driver*) that runs a TorchTrainer named after the trial id,
-so a retried or restored trial resumes its Train run from the last checkpoint. Rank 0 reports
-``proxy/robust_acc`` every epoch (ASHA's signal, ``time_attr="epoch"``) and the full protocol
-(``val/*`` for selection, ``eval/*`` on test) at the last epoch; ``TuneReportCallback``
-forwards them. Trials that ASHA stops get the same full protocol afterwards, from their last
-checkpoint, as Ray tasks, so every trial ends with ``eval/standard_acc`` and ``eval/robust_acc``.
+Each trial is a Tune function (:mod:`acl_ray.orchestration.trial`): a 1-worker trial trains in that
+process, a multi-worker one runs a TorchTrainer named after the trial id. Every epoch with a proxy
+reports ``proxy/robust_acc`` (ASHA's signal, ``time_attr="epoch"``) and the last epoch reports the
+full protocol (``val/*`` for selection, ``eval/*`` on test). Trials that ASHA stops get the same
+full protocol from their last checkpoint, as Ray tasks started while the other trials still train
+(:mod:`acl_ray.orchestration.posthoc`), so every trial ends with ``eval/standard_acc`` and
+``eval/robust_acc``. When the sweep ends, ``DIR/summary.json`` and ``DIR/analysis/`` are written.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 import ray.tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -28,10 +28,13 @@ from acl_ray.algorithm.run_dir import require_empty
 from acl_ray.config.space import paper_point, validate_space
 from acl_ray.config.sweep import SWEEP_FILE, Sweep
 from acl_ray.console import log
+from acl_ray.orchestration.cluster import reclaim_orphaned_placement_groups
 from acl_ray.orchestration.experiment import local_experiment
 from acl_ray.orchestration.live_table import TrialTable
-from acl_ray.orchestration.posthoc import complete_missing
-from acl_ray.orchestration.ray_train import Scaling, build_trainer, ensure_ray
+from acl_ray.orchestration.posthoc import Posthoc, complete_missing
+from acl_ray.orchestration.ray_train import ensure_ray
+from acl_ray.orchestration.sweep_logs import keep_logs, link_logs
+from acl_ray.orchestration.trial import in_process, make_trainable
 from acl_ray.results.summary import summary_rows, write_summary
 from acl_ray.results.trials import POSTHOC_DIR, read_trials
 
@@ -39,6 +42,9 @@ PROXY_METRIC = "proxy/robust_acc"
 # The searcher's metric is only reported at a trial's last epoch (the full protocol); per-epoch
 # results carry the proxy instead. Tune would otherwise reject those results.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Tune's legacy console output, which verbose=0 silences; the new one prints its experiment box and
+# a TensorBoard hint whatever the verbosity. The sweep draws its own table (live_table.TrialTable).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 class ProxyOptunaSearch(OptunaSearch):
@@ -61,11 +67,19 @@ class ProxyOptunaSearch(OptunaSearch):
 
 
 def trial_resources(s: Sweep) -> tuple[dict[str, float], dict[str, float]]:
-    """(driver resources, one trial's total need) for scheduling and concurrency."""
+    """(resources of the Tune trial process, one trial's total need) for scheduling and concurrency.
+
+    A trial that trains in its own process takes a worker's CPUs (and GPUs); a TorchTrainer's driver
+    only waits, so it takes a ``TRAIN_DRIVER`` (or 0.01 CPU) and its workers the rest.
+    """
+    sw = s.sweep
+    if in_process(s):
+        own = {"CPU": sw.cpus_per_worker, **({"GPU": sw.gpus_per_worker} if sw.gpus_per_worker else {})}
+        return own, {"CPU": sw.cpus_per_worker, "GPU": sw.gpus_per_worker}
     driver = {"CPU": 0.01} if "TRAIN_DRIVER" not in ray.cluster_resources() else {"TRAIN_DRIVER": 1.0}
     need = {
-        "CPU": s.sweep.workers * s.sweep.cpus_per_worker + driver.get("CPU", 0.0),
-        "GPU": s.sweep.workers * s.sweep.gpus_per_worker,
+        "CPU": sw.workers * sw.cpus_per_worker + driver.get("CPU", 0.0),
+        "GPU": sw.workers * sw.gpus_per_worker,
     }
     return driver, need
 
@@ -93,28 +107,6 @@ def concurrency(s: Sweep) -> int:
         missing = ", ".join(f"{v:g} {k} (cluster has {have.get(k, 0):g})" for k, v in need.items() if v > 0)
         raise ValueError(f"A trial needs {missing}: lower sweep.workers / cpus_per_worker / gpus_per_worker")
     return min(n, s.sweep.max_concurrent or n, s.sweep.num_samples)
-
-
-def make_driver(spec: dict[str, Any], storage: str) -> Any:
-    """The Tune trainable: one TorchTrainer per trial, named after the trial id."""
-
-    def train_driver(config: dict[str, Any]) -> None:
-        s = Sweep.from_dict(spec)
-        cfg = s.base.override(config).override({"run.progress": False, "run.checkpoint_every": 1})
-        sw = s.sweep
-        evals = {"proxy": {**spec["proxy"], "eps": s.final.eval.eps}, "proxy_every": sw.proxy_every}
-        evals["final"] = spec["final"]
-        build_trainer(
-            {"acl": cfg.to_dict(), "metrics_path": None, "eval": evals},
-            Scaling(sw.workers, sw.cpus_per_worker, sw.gpus_per_worker),
-            name=f"trial-{ray.tune.get_context().get_trial_id()}",
-            storage_path=storage,
-            max_failures=sw.max_failures,
-            num_to_keep=1,
-            callbacks=[TuneReportCallback()],  # a Train UserCallback: forwards rank 0's reports to Tune
-        ).fit()
-
-    return train_driver
 
 
 def to_tune(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,61 +143,90 @@ def build_searcher(s: Sweep) -> OptunaSearch:
     return ProxyOptunaSearch(metric=sw.metric, mode="max", sampler=sampler, points_to_evaluate=points)
 
 
-def build_tuner(s: Sweep, out: Path, restore: bool = False) -> ray.tune.Tuner:
+def asha(s: Sweep) -> Any:
+    sw = s.sweep
+    if sw.scheduler != "asha":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        metric=PROXY_METRIC,
+        mode="max",
+        time_attr="epoch",
+        max_t=s.base.run.epochs,
+        grace_period=min(sw.grace_period, s.base.run.epochs),
+        reduction_factor=sw.reduction_factor,
+        stop_last_trials=False,
+    )
+
+
+def build_tuner(
+    s: Sweep,
+    out: Path,
+    restore: bool = False,
+    data: ray.ObjectRef | None = None,
+    callbacks: Sequence[Any] = (),
+    reuse_actors: bool = True,
+) -> ray.tune.Tuner:
+    """The sweep's Tuner (or the restored one); ``data``: the base datasets in the object store.
+
+    ``reuse_actors``: a finished or stopped 1-worker trial's process (torch and acl_ray imported)
+    runs the next trial; Tune ends such a trial at its report, so the actor can be reset. (A
+    TorchTrainer's driver waits in ``fit()``, which Tune cannot end: those actors are not reused.)
+    """
     sw = s.sweep
     storage = experiment_path(s, out)
-    driver, _ = trial_resources(s)
-    trainable = ray.tune.with_resources(make_driver(s.to_dict(), storage), driver)
+    own, _ = trial_resources(s)
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(make_trainable(s.to_dict(), storage), shared={"data": data}), own
+    )
     if restore:
         return ray.tune.Tuner.restore(storage, trainable, resume_unfinished=True, resume_errored=True)
-    scheduler: Any = FIFOScheduler()
-    if sw.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            metric=PROXY_METRIC,
-            mode="max",
-            time_attr="epoch",
-            max_t=s.base.run.epochs,
-            grace_period=min(sw.grace_period, s.base.run.epochs),
-            reduction_factor=sw.reduction_factor,
-            stop_last_trials=False,
-        )
+    table = TrialTable(list(s.space), PROXY_METRIC, s.base.run.epochs)
     return ray.tune.Tuner(
         trainable,
         param_space=to_tune(s.space),
         tune_config=ray.tune.TuneConfig(
             search_alg=build_searcher(s),
-            scheduler=scheduler,
+            scheduler=asha(s),
             num_samples=sw.num_samples,
             max_concurrent_trials=concurrency(s),
+            reuse_actors=reuse_actors and in_process(s),
         ),
         run_config=ray.tune.RunConfig(
             name=out.name,
             storage_path=str(out.parent) if not sw.storage else sw.storage,
-            verbose=0,
+            verbose=0,  # the console is TrialTable's; Ray's worker output is in DIR/logs
             failure_config=ray.tune.FailureConfig(max_failures=sw.max_failures),
-            callbacks=[TrialTable(list(s.space), PROXY_METRIC, s.base.run.epochs)],
+            # Posthoc first: when Tune ends it waits for the evaluations while the table still draws.
+            callbacks=[Posthoc(s, out, table.posthoc, data), table, *callbacks],
         ),
     )
 
 
-def run_sweep(s: Sweep, out: str | Path, address: str | None = None) -> list[dict[str, Any]]:
-    """Run a new sweep into ``out`` (refused if it exists) and return one summary row per trial."""
+def run_sweep(
+    s: Sweep, out: str | Path, address: str | None = None, verbose: bool = False, analysis: bool = True
+) -> list[dict[str, Any]]:
+    """Run a new sweep into ``out`` (refused if it exists) and return one summary row per trial.
+
+    ``verbose``: Ray's worker output on the terminal too (else only in ``out/logs``). ``analysis``:
+    write ``out/analysis/`` (``acl-ray analyze`` with its default selection) at the end.
+    """
     out = require_empty(Path(out).resolve(), "use --resume or another --out")
-    n_train = len(load_datasets(s.base.data).train)
-    validate_space(s.space, s.base, n_train)
-    started = ensure_ray(address)
+    data = load_datasets(s.base.data)
+    validate_space(s.space, s.base, len(data.train))
+    started = ensure_ray(address, quiet=not verbose)
+    _quiet(verbose)
     try:
         concurrency(s)  # fails here, before anything is written, if no trial fits
         out.mkdir(parents=True, exist_ok=True)
         s.save(out)
-        build_tuner(s, out).fit()
-        return summarize(s, out)
+        return _fit(s, out, build_tuner(s, out, data=ray.put(data)), analysis)
     finally:
-        if started:
-            ray.shutdown()
+        _end(out, started)
 
 
-def resume_sweep(out: str | Path, address: str | None = None) -> list[dict[str, Any]]:
+def resume_sweep(
+    out: str | Path, address: str | None = None, verbose: bool = False, analysis: bool = True
+) -> list[dict[str, Any]]:
     """Continue a killed sweep: finished trials are kept, unfinished ones resume from checkpoints."""
     out = Path(out).resolve()
     if not (out / SWEEP_FILE).is_file():
@@ -215,13 +236,45 @@ def resume_sweep(out: str | Path, address: str | None = None) -> list[dict[str, 
     s = load_sweep(out / SWEEP_FILE)
     if not ray.tune.Tuner.can_restore(experiment_path(s, out)):
         raise ValueError(f"{str(out)!r} is not a sweep folder (no Tune experiment state)")
-    started = ensure_ray(address)
+    started = ensure_ray(address, quiet=not verbose)
+    _quiet(verbose)
     try:
-        build_tuner(s, out, restore=True).fit()
-        return summarize(s, out)
+        if address:  # a cluster that stayed up may still hold the killed driver's reservations
+            freed = reclaim_orphaned_placement_groups()
+            if freed:
+                log(f"gave back {len(freed)} placement group(s) left by the killed sweep driver")
+        data = ray.put(load_datasets(s.base.data))
+        return _fit(s, out, build_tuner(s, out, restore=True, data=data), analysis)
     finally:
-        if started:
-            ray.shutdown()
+        _end(out, started)
+
+
+def _quiet(verbose: bool) -> None:
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "[I ...] A new study created" lines
+
+
+def _fit(s: Sweep, out: Path, tuner: ray.tune.Tuner, analysis: bool) -> list[dict[str, Any]]:
+    logs = link_logs(out)
+    log(f"sweep {out}: Ray's worker logs in {logs or 'the Ray session folder'}")
+    tuner.fit()
+    rows = summarize(s, out)
+    if analysis:
+        from acl_ray.results.analyze import analyze
+
+        try:
+            chosen = analyze(out, show=False)
+            log(f"analysis (selected trial {chosen['trial_id']}): {out / 'analysis' / 'report.md'}")
+        except ValueError as e:  # e.g. no trial finished: the summary says why
+            log(f"no analysis: {e}")
+    return rows
+
+
+def _end(out: Path, started: bool) -> None:
+    if out.is_dir():
+        keep_logs(out)
+    if started:
+        ray.shutdown()
 
 
 def summarize(s: Sweep, out: Path) -> list[dict[str, Any]]:

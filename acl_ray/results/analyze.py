@@ -230,10 +230,14 @@ def check_args(folder: Path, rule: str, metric: str, min_sa: float | None) -> No
 
 
 def analyze(
-    folder: str | Path, rule: str = "best", metric: str = "val/robust_acc", min_sa: float | None = None
+    folder: str | Path,
+    rule: str = "best",
+    metric: str = "val/robust_acc",
+    min_sa: float | None = None,
+    show: bool = True,
 ) -> dict[str, Any]:
     """Write ``folder/analysis/``: trials.parquet, epochs.parquet, best_config.yaml, importance.csv,
-    pareto.png, params.png, curves.png, importance.png and report.md; print rich tables.
+    pareto.png, params.png, curves.png, importance.png and report.md; print rich tables (``show``).
 
     Returns the selected trial's row. Bad input raises a one-line ``ValueError`` before any file
     is written.
@@ -264,5 +268,5 @@ def analyze(
         f"# acl-ray pretrain --config best_config.yaml --out RUN\n{text}"
     )
     notes = plots.write_all(out, s, rows, epochs, metric, chosen, pareto_rows(rows, metric))
-    plots.write_report(out, folder, s, rows, metric, rule_text, chosen, notes)
+    plots.write_report(out, folder, s, rows, metric, rule_text, chosen, notes, show)
     return chosen

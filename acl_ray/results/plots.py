@@ -228,8 +228,9 @@ def write_report(
     rule: str,
     chosen: dict[str, Any],
     notes: dict[str, Any],
+    show: bool = True,
 ) -> None:
-    """report.md in ``out`` and the same tables as rich tables on the console."""
+    """report.md in ``out`` and (``show``) the same tables as rich tables on the console."""
     (top, pareto, failed) = tables = _tables(s, rows, metric, notes["front"])
     counts = ", ".join(f"{sum(r['stop_reason'] == k for r in rows)} {k}" for k in STYLE)
     hours = sum(r["device_hours"] or 0.0 for r in rows)
@@ -258,6 +259,8 @@ def write_report(
         *section(*failed),
     ]
     (out / "report.md").write_text("\n\n".join(md) + "\n")
+    if not show:
+        return
     for title, cols, body in tables:
         t = Table(*cols, title=title)
         for r in body:

@@ -52,7 +52,7 @@ def summary_row(s: Sweep, t: Trial) -> dict[str, Any]:
         **{k: last.get(k) for k in FINAL_KEYS},
         "eval/source": "final" if last.get("val/robust_acc") is not None else None,
         "time/total_s": last.get("time_total_s"),
-        "checkpoint_path": last.get("checkpoint_path"),
+        "checkpoint_path": t.latest("checkpoint_path"),  # epochs without a checkpoint report none
         "resolved_config": s.base.override(t.config).to_dict(),
     }
     if row["eval/source"] is None and t.posthoc is not None:

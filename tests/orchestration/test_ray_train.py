@@ -18,7 +18,7 @@ from acl_ray.orchestration.ray_train import check_request, cluster_check, run_pr
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2)
+    ray.init(address="local", num_cpus=2)  # never a cluster another process started here
     yield
     ray.shutdown()
 
@@ -44,7 +44,8 @@ def test_killed_worker_restarts_from_the_last_checkpoint(cluster, tmp_path) -> N
     t.start()
     wait_for(lambda: len(rows(out)) >= 3)
     before = rows(out)
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    alive = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+    workers = list_actors(address=ray.get_runtime_context().gcs_address, filters=alive)  # this cluster's
     assert len(workers) == 2
     os.kill(workers[-1].pid, signal.SIGKILL)  # one worker process dies mid-run
     t.join(timeout=400)

@@ -24,12 +24,15 @@ SMALL = {
 }
 
 
-def test_small_sweep_reports_standard_and_robust_accuracy_for_every_trial(tmp_path) -> None:
+def test_small_sweep_reports_standard_and_robust_accuracy_for_every_trial(tmp_path, capsys) -> None:
     from acl_ray.orchestration.tune import run_sweep
 
     out = tmp_path / "sweep"
     rows = run_sweep(Sweep.from_dict(SMALL), out)
     assert len(rows) == 4
+    printed = capsys.readouterr().out
+    for r in rows:  # stopped trials were evaluated by the Tune callback as they stopped, not afterwards
+        assert (f"{r['trial_id']} post-hoc evaluation" in printed) == r["stopped_early"], printed
     for r in rows:
         for key in ("val/standard_acc", "val/robust_acc", "eval/standard_acc", "eval/robust_acc"):
             assert r[key] is not None and 0 <= r[key] <= 1, (key, r)

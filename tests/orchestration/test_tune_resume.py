@@ -1,4 +1,4 @@
-"""Kill a sweep's driver process mid-sweep; ``acl-ray sweep --resume`` finishes it."""
+"""Kill a sweep's driver (`acl-ray sweep --resume` finishes it) or a trial's process (Tune retries it)."""
 
 import json
 import os
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from acl_ray.algorithm.checkpoint import load_checkpoint
 from tests.orchestration.test_tune import SMALL
 
 
@@ -25,14 +26,16 @@ def finished(out: Path) -> dict[str, dict]:
 
 def test_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path) -> None:
     cfg = tmp_path / "sweep.yaml"
-    spec = {**SMALL, "sweep": {**SMALL["sweep"], "num_samples": 4, "scheduler": "fifo", "max_concurrent": 1}}
+    sweep = {**SMALL["sweep"], "num_samples": 4, "scheduler": "fifo", "max_concurrent": 1}
+    base = {**SMALL["base"], "run": {"epochs": 8}}  # trials long enough to kill the sweep between two
+    spec = {**SMALL, "base": base, "sweep": sweep}
     cfg.write_text(yaml.safe_dump(spec))
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "acl_ray.cli", "sweep", "--config", str(cfg), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     end = time.monotonic() + 300
     while not finished(out) and proc.poll() is None and time.monotonic() < end:
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert proc.poll() is None, "sweep ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
     proc.wait(timeout=60)
@@ -57,3 +60,44 @@ def test_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path) -> No
         # complete Train run then re-reports that row without training).
         assert by_id[tid]["val/robust_acc"] == row["val/robust_acc"]
         assert after[tid]["worker/pid"] == row["worker/pid"] and after[tid]["epoch"] == row["epoch"]
+
+
+def reports(out: Path) -> list[dict]:
+    rows = []
+    for f in out.glob("train_driver_*/result.json"):
+        for line in f.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line being written
+                continue
+    return rows
+
+
+def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path) -> None:
+    """A 1-worker trial trains in its Tune process; Tune's FailureConfig restarts it from its checkpoint."""
+    cfg = tmp_path / "sweep.yaml"
+    base = {**SMALL["base"], "run": {"epochs": 30, "checkpoint_every": 2}}
+    spec = {**SMALL, "base": base, "sweep": {"num_samples": 1, "scheduler": "fifo", "max_failures": 1}}
+    cfg.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "acl_ray.cli", "sweep", "--config", str(cfg), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The trial writes its checkpoint itself (Tune's result.json reaches the sweep folder later).
+    end = time.monotonic() + 300
+    while not list(out.glob("trial-*/checkpoint/checkpoint.pt")) and time.monotonic() < end:
+        assert proc.poll() is None, "sweep ended before its trial could be killed"
+        time.sleep(0.02)
+    saved = load_checkpoint(next(out.glob("trial-*/checkpoint")))["history"][-1]
+    assert saved["epoch"] < 30
+    os.kill(saved["worker/pid"], signal.SIGKILL)  # the trial's own process, mid-training
+    printed, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, printed[-3000:]
+    assert "failed, retrying from its last checkpoint" in printed
+    rows = reports(out)
+    after = [r for r in rows if r["worker/pid"] != saved["worker/pid"]]
+    assert after, "the trial was not retried in a new process"
+    resumed = after[0]["epoch"] - 1  # the epoch of the checkpoint it started from
+    assert resumed >= saved["epoch"] and resumed % 2 == 0  # checkpoints: every 2 epochs
+    assert [r["epoch"] for r in after] == list(range(resumed + 1, 31))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"][0]["eval/robust_acc"] is not None and summary["trials"][0]["epoch"] == 30

@@ -1,0 +1,45 @@
+"""A simulated multi-node cluster (ray.cluster_utils.Cluster: a head and 4 one-CPU worker nodes,
+2-worker trials across nodes): a node removed mid-sweep, then the sweep driver killed and resumed.
+Runs benchmarks/node_loss.py in a subprocess and checks what it reports."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sweep_survives_a_lost_node_and_a_killed_driver(tmp_path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "node_loss.py"),
+            "--out",
+            str(tmp_path),
+            "--timeout",
+            "400",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((tmp_path / "node_loss.json").read_text())
+    assert res["trials"] == res["trials_finished"] == res["sweep"]["sweep"]["num_samples"]
+    assert res["trials_lost"] == 0
+    assert max(res["train_workers_per_node_at_loss"]) == 1  # each trial's two workers on two nodes
+    hit = res["node_loss"]["per_trial"]
+    assert hit, "no trial had a worker on the removed node"
+    for trial, h in hit.items():  # resumed from its last checkpoint: at most one epoch trained again
+        assert h["last_epoch_before"] <= h["first_epoch_after"] <= h["last_epoch_before"] + 1, (trial, h)
+        assert h["epochs_reported_twice"] <= 1, (trial, h)
+    kill = res["driver_kill"]
+    assert kill["rerun_after_resume"] == []  # no finished trial re-run after the driver was killed
+    for trial, epochs in res["epochs_reported"].items():  # every epoch of every trial reported
+        assert set(epochs) == set(range(1, res["sweep"]["base"]["run"]["epochs"] + 1)), trial
+    resumed = kill["trials_resumed"]
+    assert resumed, "no trial was training when the driver was killed"
+    for trial, h in resumed.items():  # continued from its checkpoint, not from epoch 1
+        assert h["last_epoch_before"] <= h["first_epoch_after"] <= h["last_epoch_before"] + 1, (trial, h)
