@@ -122,13 +122,17 @@ def restarts(rows: list[dict[str, Any]], start: float, end: float) -> dict[str, 
     """How a trial came back from a failure in [start, end): None when its workers were not hit.
 
     A restarted worker group reports under a new rank-0 pid; Tune's ``timestamp`` is whole seconds.
+    Epochs the old group still reported after ``start`` count as before the failure.
     """
-    before = [r for r in rows if r["timestamp"] < start]
-    seen = {r.get("worker/pid") for r in before}
-    new = [r for r in rows if r["timestamp"] >= int(start) and r.get("worker/pid") not in seen]
-    if not before or not new or new[0]["timestamp"] >= end:
+    seen = {r.get("worker/pid") for r in rows if r["timestamp"] < start}
+    first = next(
+        (i for i, r in enumerate(rows) if r["timestamp"] >= int(start) and r.get("worker/pid") not in seen),
+        None,
+    )
+    if not seen or first is None or rows[first]["timestamp"] >= end:
         return None
-    last = max(r["epoch"] for r in before)
+    old, new = rows[:first], rows[first:]
+    last = max(r["epoch"] for r in old)
     return {
         "last_epoch_before": last,
         "first_epoch_after": new[0]["epoch"],  # last + 1: resumed from the last checkpoint
