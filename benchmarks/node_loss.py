@@ -47,7 +47,7 @@ from acl_ray.results.trials import read_reports, read_trials
 SWEEP = {
     "base": {
         "data": {"name": "synthetic", "synthetic_size": 300, "batch_size": 32},
-        "run": {"epochs": 6, "threads": 1},
+        "run": {"epochs": 8, "threads": 1},
         "model": {"sync_bn": True},
     },
     "space": {"attack.eps": {"loguniform": [0.03, 0.3]}},
@@ -111,10 +111,12 @@ def wait_for(cond: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def training_node(cluster: Cluster) -> Any:
-    """A worker node that hosts a live Ray Train worker (which trial's is read from the reports)."""
+def training_node(cluster: Cluster, rows: dict[str, list[dict[str, Any]]], epochs: int) -> Any:
+    """The worker node of the rank-0 worker of a trial with epochs still to train (its reports carry
+    that worker's pid), so removing the node certainly hits that trial."""
+    pids = {r[-1].get("worker/pid") for r in rows.values() if r and len(r) < epochs - 1}
     actors = list_actors(address=cluster.address, filters=LIVE_WORKERS)
-    ids = {a.node_id for a in actors}
+    ids = {a.node_id for a in actors if a.pid in pids}
     return next((n for n in cluster.worker_nodes if n.node_id in ids), None)
 
 
@@ -160,7 +162,12 @@ def run(out: Path, nodes: int, loss_after: int, timeout: float) -> dict[str, Any
             return any(loss_after <= len(r) < epochs for r in reports(sweep_dir).values())
 
         wait_for(training, timeout, f"a trial past epoch {loss_after}", proc)
-        node = wait_for(lambda: training_node(cluster), 60, "a node with a training worker")
+        node = wait_for(
+            lambda: training_node(cluster, reports(sweep_dir), epochs),
+            timeout,
+            "a node with a training rank 0",
+            proc,
+        )
         live = list_actors(address=cluster.address, filters=LIVE_WORKERS)
         per_node = sorted(collections.Counter(a.node_id for a in live).values())
         lost_at = time.time()
