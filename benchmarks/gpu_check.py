@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_cost import device_name, random_cifar
+from step_cost import device_name, random_cifar, sync_device
 
 from acl_ray.algorithm.augment import two_views
 from acl_ray.algorithm.data import DatasetInfo, Datasets, Split
@@ -89,11 +89,6 @@ class OfficialPatternStep:
         return loss.detach()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(
     step: Callable[[torch.Tensor], torch.Tensor],
     n: int,
@@ -112,12 +107,12 @@ def measure(
         step(idx[i])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _sync(device)
+    sync_device(device)
     start = time.perf_counter()
     loss = torch.zeros(())
     for i in range(warmup, warmup + steps):
         loss = step(idx[i])
-    _sync(device)
+    sync_device(device)
     seconds = (time.perf_counter() - start) / steps
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"images_per_s": batch / seconds, "s_per_step": seconds, "peak_gib": peak, "loss": float(loss)}

@@ -118,7 +118,7 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
     return cases
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -129,11 +129,11 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 def run_steps(case: Case, idx: torch.Tensor, device: torch.device, clock: str = "wall") -> float:
     """Seconds per step over the batches in ``idx`` (steps, batch)."""
     now = CLOCKS[clock]
-    _sync(device)
+    sync_device(device)
     start = now()
     for i in range(idx.shape[0]):
         case.trainer.step(idx[i])
-    _sync(device)
+    sync_device(device)
     return (now() - start) / idx.shape[0]
 
 
