@@ -2,6 +2,8 @@
 
 * :func:`nt_xent`: SimCLR's NT-Xent (Chen et al. 2020, Eq. 1), vectorised, optionally over all
   workers' negatives: the ACL pre-training loss.
+* :func:`invariance_regularisers`: AIR's standard and adversarial invariant regularisers (Xu et al.
+  2023), KL terms between the two views' distributions over the batch, anchored on the un-augmented images.
 * :func:`trades_loss`: TRADES (Zhang et al. 2019, Eq. 5), the adversarial full finetuning (AFF) loss.
 * :func:`semisup_loss`: TRADES with distillation from a teacher's soft labels (ACL Sec. 4.4).
 
@@ -66,6 +68,55 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool
         F.one_hot(self_cols, 2 * big_n).bool(), float("-inf")
     )  # (2n, 2N), an anchor is never its own negative
     return F.cross_entropy(logits, pos_cols)
+
+
+def _batch_log_dist(logits: torch.Tensor, gather: bool) -> torch.Tensor:
+    """Log-softmax over the (global) batch of one logit per image. Shape: (n,) -> (N,)."""
+    if gather:
+        logits, _ = _gather_with_grad(logits)
+    return F.log_softmax(logits, dim=0)
+
+
+def _pair_logits(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cosine similarity of row k of ``a`` with row k of ``b`` over ``temperature``: (n, d) -> (n,)."""
+    return (F.normalize(a.float(), dim=1) * F.normalize(b.float(), dim=1)).sum(dim=1) / temperature
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q) = sum p (log p - log q)`` of two distributions given as log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum()
+
+
+def invariance_regularisers(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z1_adv: torch.Tensor,
+    z2_adv: torch.Tensor,
+    z0: torch.Tensor,
+    temperature: float,
+    gather: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AIR's regularisers ``(SIR, AIR)`` (Xu et al. NeurIPS 2023) on projections of one batch.
+
+    Each view ``v`` of image ``k`` gives a distribution over the images of the batch, anchored on the
+    un-augmented image ``z0``: ``p_v(k) = softmax_k(sim(z_v[k], z0[k]) / t)``. SIR is ``KL(p_2 || p_1)``.
+    For the adversarial views, AIR's product of the adversarial-to-original and adversarial-to-clean-view
+    distributions, ``softmax_k(sim(z_v_adv[k], z0[k]) / t) * softmax_k(sim(z_v_adv[k], z_v[k]) / t)``, is
+    renormalised over the batch (which is the softmax of the summed logits) and AIR is ``KL(P_2 || P_1)``.
+    Both are true KL divergences: >= 0, and 0 when the two views (and their attacks) coincide. The
+    official ``AIR.py`` passes probabilities where ``F.kl_div`` expects log-probabilities, and its
+    product is not renormalised, so its values differ from these and are not 0 for identical views.
+    With ``gather``, the batch is every worker's images (the single-process value on the global batch).
+
+    Shape:
+        z1, z2, z1_adv, z2_adv, z0: (n, d) -> two scalars
+    """
+    t = temperature
+    p1 = _batch_log_dist(_pair_logits(z1, z0, t), gather)  # (N,)
+    p2 = _batch_log_dist(_pair_logits(z2, z0, t), gather)
+    q1 = _batch_log_dist(_pair_logits(z1_adv, z0, t) + _pair_logits(z1_adv, z1, t), gather)
+    q2 = _batch_log_dist(_pair_logits(z2_adv, z0, t) + _pair_logits(z2_adv, z2, t), gather)
+    return _kl(p2, p1), _kl(q2, q1)
 
 
 def trades_kl(logits_adv: torch.Tensor, p_nat: torch.Tensor) -> torch.Tensor:

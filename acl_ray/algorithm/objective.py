@@ -5,7 +5,8 @@
 - ``a2s``: the first view attacked, paired with the clean second view; adversarial rows use the
   "adv" BN and clean rows the "clean" BN.
 - ``ds``: dual stream: NT-Xent(clean views, "clean" BN) and NT-Xent(adversarial views,
-  "adv" BN), weighted ``(1 - w, w)`` (w = 0.5: the paper's mean).
+  "adv" BN), weighted ``(1 - w, w)`` (w = 0.5: the paper's mean; DynACL ramps it per epoch, see
+  :mod:`acl_ray.algorithm.schedules`), plus AIR's two invariance regularisers when their weights are > 0.
 
 The training forward is one pass with a BN *split* (clean rows first), which equals separate
 passes per route and gives DDP one forward per backward.
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from acl_ray.algorithm.attacks import AttackSpec, pgd_contrastive
-from acl_ray.algorithm.losses import nt_xent
+from acl_ray.algorithm.losses import invariance_regularisers, nt_xent
 from acl_ray.config.pretrain import Config
 
 
@@ -29,6 +30,9 @@ def acl_loss(
     cfg: Config,
     generator: torch.Generator | None = None,
     gather: bool = False,
+    *,
+    x0: torch.Tensor | None = None,
+    adv_weight: float | None = None,
 ) -> torch.Tensor:
     """Loss of one ACL step on a batch of view pairs.
 
@@ -36,9 +40,12 @@ def acl_loss(
         model: the encoder used for the training forward (may be DDP-wrapped).
         attack_model: the same encoder, unwrapped, used by the attack.
         gather: use every worker's views as negatives (distributed training).
+        x0: the un-augmented images, needed by DS when ``loss.air_weight`` or ``loss.sir_weight`` > 0:
+            they join the clean rows of the one forward (so the clean BN's batch statistics see them).
+        adv_weight: DS weight of the adversarial loss this epoch; None = ``cfg.loss.adv_weight``.
 
     Shape:
-        x1, x2: (n, C, H, W) in [0, 1] -> scalar
+        x1, x2, x0: (n, C, H, W) in [0, 1] -> scalar
     """
     variant, a, t = cfg.model.variant, cfg.attack, cfg.loss.temperature
     n = x1.shape[0]
@@ -56,8 +63,18 @@ def acl_loss(
     if variant == "a2s":
         z = model(torch.cat([x2, x1a]), route="split", split=n)  # (2n, d): clean x2, then adv x1
         return nt_xent(z[n:], z[:n], t, gather)
-    z = model(torch.cat([x1, x2, x1a, x2a]), route="split", split=2 * n)  # (4n, d)
-    w = cfg.loss.adv_weight
-    clean = nt_xent(z[:n], z[n : 2 * n], t, gather)
-    adv = nt_xent(z[2 * n : 3 * n], z[3 * n :], t, gather)
-    return (1 - w) * clean + w * adv
+    w = cfg.loss.adv_weight if adv_weight is None else adv_weight
+    lam_sir, lam_air = cfg.loss.sir_weight, cfg.loss.air_weight
+    if lam_sir == 0 and lam_air == 0:
+        z = model(torch.cat([x1, x2, x1a, x2a]), route="split", split=2 * n)  # (4n, d)
+        clean = nt_xent(z[:n], z[n : 2 * n], t, gather)
+        adv = nt_xent(z[2 * n : 3 * n], z[3 * n :], t, gather)
+        return (1 - w) * clean + w * adv
+    if x0 is None:
+        raise ValueError("loss.air_weight / loss.sir_weight need the un-augmented images (x0)")
+    z = model(torch.cat([x1, x2, x0, x1a, x2a]), route="split", split=3 * n)  # (5n, d)
+    z1, z2, z0, z1a, z2a = z.split(n)
+    clean = nt_xent(z1, z2, t, gather)
+    adv = nt_xent(z1a, z2a, t, gather)
+    sir, air = invariance_regularisers(z1, z2, z1a, z2a, z0, t, gather)
+    return (1 - w) * clean + w * adv + lam_sir * sir + lam_air * air

@@ -26,6 +26,7 @@ from acl_ray.algorithm.objective import acl_loss
 from acl_ray.algorithm.optim import build_optimizer, scaled_lr, warmup_cosine
 from acl_ray.algorithm.run_dir import append_metrics, prepare_run_dir, read_metrics, truncate_metrics
 from acl_ray.algorithm.runtime import autocast, resolve_device, set_threads, use_channels_last
+from acl_ray.algorithm.schedules import adv_weight, aug_strength, scaled_spec
 from acl_ray.config.pretrain import Config
 from acl_ray.console import log, progress_bar
 
@@ -81,7 +82,10 @@ class Pretrainer:
         # views and attack starts without carrying generator state in the checkpoint.
         self.aug_gen = torch.Generator(device=device)
         self.attack_gen = torch.Generator(device=device)
-        self.spec = spec_for(cfg.data, cfg.data.name)
+        self.preset = spec_for(cfg.data, cfg.data.name)
+        self.spec = self.preset  # this epoch's augmentation (DynACL: the preset scaled down)
+        self.adv_weight = cfg.loss.adv_weight  # this epoch's DS weight of the adversarial loss
+        self.needs_x0 = cfg.loss.air_weight > 0 or cfg.loss.sir_weight > 0
         self.gather = world_size > 1
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, float]] = []  # metric rows of completed epochs, saved in checkpoints
@@ -104,7 +108,10 @@ class Pretrainer:
         x1, x2 = two_views(x, self.spec, self.aug_gen)
         self.model.train()
         with autocast(self.device, self.cfg.run.precision):
-            loss = acl_loss(self.model, self.attack_model, x1, x2, self.cfg, self.attack_gen, self.gather)
+            loss = acl_loss(
+                self.model, self.attack_model, x1, x2, self.cfg, self.attack_gen, self.gather,
+                x0=x if self.needs_x0 else None, adv_weight=self.adv_weight,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -114,6 +121,9 @@ class Pretrainer:
     def train_epoch(self, show_progress: bool = False) -> dict[str, float]:
         """Train one epoch; returns ``{"epoch", "train/loss", "time/train_s", ...}`` (1-based epoch)."""
         self.sampler.set_epoch(self.epoch)
+        strength = aug_strength(self.cfg, self.epoch)  # the schedules are closed forms of the epoch
+        self.spec = scaled_spec(self.preset, strength)
+        self.adv_weight = adv_weight(self.cfg, self.epoch)
         base = (self.cfg.run.seed * 100_003 + self.epoch) * 1_009 + self.rank * 2
         self.aug_gen.manual_seed(base)
         self.attack_gen.manual_seed(base + 1)
@@ -146,6 +156,10 @@ class Pretrainer:
             "time/train_s": elapsed,
             "train/images_per_s": len(batches) * self.cfg.data.batch_size / max(elapsed, 1e-9),
         }
+        if self.cfg.augment.schedule != "constant":
+            row["train/aug_strength"] = strength
+        if self.cfg.loss.adv_weight_schedule != "constant":
+            row["train/adv_weight"] = self.adv_weight
         self.history.append(row)
         return row
 

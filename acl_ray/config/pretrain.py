@@ -21,6 +21,7 @@ OPTIMIZERS = ("lars", "sgd", "adam")
 LR_SCALINGS = ("none", "linear", "sqrt")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+SCHEDULES = ("constant", "dynacl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,24 @@ class DataConfig:
         )
         check(self.synthetic_size >= 20, "data.synthetic_size", ">= 20", self.synthetic_size)
         check(0 <= self.crop_min_scale <= 1, "data.crop_min_scale", "in [0, 1]", self.crop_min_scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """How the view augmentation changes over pre-training (DynACL, Luo et al. ICLR 2023).
+
+    ``dynacl`` scales the preset (``data.augment``) by a strength ``s = 1 - k floor(i / k) / E``
+    (0-based epoch ``i``, ``E = run.epochs``, ``k = step_epochs``): crop area low end ``1 - (1 - low) s``,
+    colour jitter strengths, jitter / grayscale probabilities, rotation, translation, noise and erasing
+    all times ``s``; flips are kept. On the SimCLR preset this is DynACL's schedule exactly.
+    """
+
+    schedule: str = "constant"  # constant (ACL: the preset every epoch) | dynacl (annealed strength)
+    step_epochs: int = 0  # epochs between strength steps; 0 = max(1, run.epochs // 20) (DynACL: 50 of 1000)
+
+    def __post_init__(self) -> None:
+        choice("augment.schedule", self.schedule, SCHEDULES)
+        check(self.step_epochs >= 0, "augment.step_epochs", ">= 0 (0 = run.epochs // 20)", self.step_epochs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +114,32 @@ class AttackConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
+    """The pre-training loss. The schedule and the two regularisers act on the DS variant only."""
+
     temperature: float = 0.5  # NT-Xent temperature (paper: 0.5)
     adv_weight: float = 0.5  # DS: loss = (1 - w) * clean + w * adv; 0.5 is the paper's mean
+    # dynacl: w = min(adv_weight + adv_weight_ramp * k floor(e / k) / E, 1) at 1-based epoch e, k steps
+    # (DynACL's (2 - w') clean + w' adv with swap 2/3 is adv_weight 0.5, ramp 1/3)
+    adv_weight_schedule: str = "constant"  # constant (ACL) | dynacl (stepped ramp towards the adv loss)
+    adv_weight_ramp: float = 1 / 3  # rise of the weight over the whole run (DynACL: 1/3)
+    adv_weight_step_epochs: int = 0  # epochs between steps; 0 = max(1, run.epochs // 20) (DynACL: 50)
+    # AIR (Xu et al. NeurIPS 2023): invariance regularisers on the un-augmented images, 0 = off (paper 0.5)
+    air_weight: float = 0.0  # lambda2: KL between the two adversarial views' causal distributions
+    sir_weight: float = 0.0  # lambda1: KL between the two clean views' distributions
 
     def __post_init__(self) -> None:
         check(self.temperature > 0, "loss.temperature", "> 0", self.temperature)
         check(0 <= self.adv_weight <= 1, "loss.adv_weight", "in [0, 1]", self.adv_weight)
+        choice("loss.adv_weight_schedule", self.adv_weight_schedule, SCHEDULES)
+        check(0 <= self.adv_weight_ramp <= 1, "loss.adv_weight_ramp", "in [0, 1]", self.adv_weight_ramp)
+        check(
+            self.adv_weight_step_epochs >= 0,
+            "loss.adv_weight_step_epochs",
+            ">= 0 (0 = run.epochs // 20)",
+            self.adv_weight_step_epochs,
+        )
+        check(self.air_weight >= 0, "loss.air_weight", ">= 0 (0 = off)", self.air_weight)
+        check(self.sir_weight >= 0, "loss.sir_weight", ">= 0 (0 = off)", self.sir_weight)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,11 +191,22 @@ class Config(Settings):
     """The pre-training config; keys are ``<section>.<field>`` (``attack.eps``)."""
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        loss, variant = self.loss, self.model.variant
+        for key, on, off in (
+            ("loss.adv_weight_schedule", loss.adv_weight_schedule != "constant", "constant"),
+            ("loss.air_weight", loss.air_weight > 0, "0"),
+            ("loss.sir_weight", loss.sir_weight > 0, "0"),
+        ):
+            value = getattr(loss, key.split(".")[1])
+            check(not on or variant == "ds", key, f"{off} unless model.variant=ds (it is {variant})", value)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:

@@ -95,7 +95,9 @@ def paper_point(spec: Mapping[str, Any], base: Config) -> dict[str, Any]:
         value = PAPER_POINT.get(key, getattr(getattr(base, section), name))
         kind, args = next(iter(dist.items()))
         if kind == "choice":
-            value = value if value in args else min(args, key=lambda a: abs(float(a) - float(value)))
+            if value not in args:  # the nearest number, or the first value of other kinds
+                numeric = all(isinstance(a, int | float) and not isinstance(a, bool) for a in [*args, value])
+                value = min(args, key=lambda a: abs(float(a) - float(value))) if numeric else args[0]
         else:
             value = min(max(value, args[0]), args[1])
         point[key] = int(value) if kind == "int" else value

@@ -22,19 +22,27 @@ from acl_ray.config.pretrain import Config
 N = 16  # global batch
 
 
-def make(variant: str) -> tuple[Config, nn.Module, torch.Tensor, torch.Tensor]:
-    cfg = Config().override({"model.variant": variant, "attack.random_start": False, "attack.steps": 2})
+AIR = {"loss.air_weight": 0.5, "loss.sir_weight": 0.5, "loss.adv_weight": 0.7}  # "ds_air": AIR's terms
+
+
+def make(variant: str) -> tuple[Config, nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    extra = AIR if variant == "ds_air" else {}
+    cfg = Config().override(
+        {"model.variant": variant.removesuffix("_air"), "attack.random_start": False, "attack.steps": 2}
+        | extra
+    )
     torch.manual_seed(0)
     model = build_encoder(cfg.model, 1, (0.5,), (0.5,))
     g = torch.Generator().manual_seed(1)
     x1 = torch.rand(N, 1, 8, 8, generator=g)
     x2 = (x1 + 0.05 * torch.randn(N, 1, 8, 8, generator=g)).clamp(0, 1)
-    return cfg, model, x1, x2
+    x0 = (x1 + 0.05 * torch.randn(N, 1, 8, 8, generator=g)).clamp(0, 1)
+    return cfg, model, x1, x2, x0
 
 
-def step(model: nn.Module, wrapped: nn.Module, x1, x2, cfg: Config, gather: bool):
+def step(model: nn.Module, wrapped: nn.Module, x1, x2, x0, cfg: Config, gather: bool):
     model.train()
-    loss = acl_loss(wrapped, model, x1, x2, cfg, gather=gather)
+    loss = acl_loss(wrapped, model, x1, x2, cfg, gather=gather, x0=x0)
     loss.backward()
     grads = [p.grad.detach().clone() for p in model.parameters()]
     stats = [b.detach().clone() for n, b in model.named_buffers() if "running" in n]
@@ -45,12 +53,12 @@ def worker(rank: int, world: int, port: int, variant: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    cfg, model, x1, x2 = make(variant)
+    cfg, model, x1, x2, x0 = make(variant)
     model = convert_sync_bn(model, torch.device("cpu"))
     ddp = DDP(model)
     n = N // world
     sl = slice(rank * n, (rank + 1) * n)
-    loss, grads, stats = step(model, ddp, x1[sl], x2[sl], cfg, gather=True)
+    loss, grads, stats = step(model, ddp, x1[sl], x2[sl], x0[sl], cfg, gather=True)
     dist.all_reduce(loss)
     if rank == 0:
         torch.save({"loss": loss / world, "grads": grads, "stats": stats}, out)
@@ -64,13 +72,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("variant", ["ds", "simclr", "a2s"])
+@pytest.mark.parametrize("variant", ["ds", "simclr", "a2s", "ds_air"])
 def test_two_gloo_workers_match_one_process(variant: str, tmp_path) -> None:
     out = str(tmp_path / "dist.pt")
     mp.start_processes(worker, args=(2, free_port(), variant, out), nprocs=2, join=True, start_method="spawn")
     got = torch.load(out, weights_only=True)
-    cfg, model, x1, x2 = make(variant)
-    loss, grads, stats = step(model, model, x1, x2, cfg, gather=False)
+    cfg, model, x1, x2, x0 = make(variant)
+    loss, grads, stats = step(model, model, x1, x2, x0, cfg, gather=False)
     torch.testing.assert_close(got["loss"], loss, rtol=1e-5, atol=1e-6)
     for a, b in zip(got["grads"], grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from acl_ray.algorithm.losses import nt_xent, semisup_loss, trades_loss
+from acl_ray.algorithm.losses import invariance_regularisers, nt_xent, semisup_loss, trades_loss
 
 
 def nt_xent_reference(z1: np.ndarray, z2: np.ndarray, t: float) -> float:
@@ -103,3 +103,58 @@ def test_semisup_loss_matches_the_official_formula(n_lab, b, k, alpha, t, beta) 
     assert ours.item() == pytest.approx((ref - entropy).item(), rel=1e-9, abs=1e-9)
     for a, r in zip(torch.autograd.grad(ours, (nat, adv)), torch.autograd.grad(ref, (nat, adv)), strict=True):
         torch.testing.assert_close(a, r)
+
+
+def air_reference(z1, z2, z1a, z2a, z0, t: float) -> tuple[float, float]:
+    """AIR's two regularisers with loops: distributions over the batch, KL(view 2 || view 1)."""
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v)
+
+    def dist(scores: list[float]) -> list[float]:
+        e = [math.exp(x) for x in scores]
+        return [x / sum(e) for x in e]
+
+    n = len(z0)
+    sim = [[float(unit(a[k]) @ unit(b[k])) / t for k in range(n)] for a, b in
+           [(z1, z0), (z2, z0), (z1a, z0), (z1a, z1), (z2a, z0), (z2a, z2)]]
+    p1, p2 = dist(sim[0]), dist(sim[1])
+    prod1 = [a * b for a, b in zip(dist(sim[2]), dist(sim[3]), strict=True)]  # AIR's product ...
+    prod2 = [a * b for a, b in zip(dist(sim[4]), dist(sim[5]), strict=True)]
+    q1 = [x / sum(prod1) for x in prod1]  # ... renormalised over the batch
+    q2 = [x / sum(prod2) for x in prod2]
+
+    def kl(p: list[float], q: list[float]) -> float:
+        return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+
+    return kl(p2, p1), kl(q2, q1)
+
+
+@pytest.mark.parametrize(("n", "d", "t"), [(2, 3, 0.5), (7, 16, 0.5), (32, 8, 0.2)])
+def test_invariance_regularisers_match_the_loop_reference(n: int, d: int, t: float) -> None:
+    g = torch.Generator().manual_seed(n + d)
+    zs = [torch.randn(n, d, generator=g) for _ in range(5)]
+    sir, air = invariance_regularisers(*zs, temperature=t)
+    want = air_reference(*(z.double().numpy() for z in zs), t=t)
+    assert (sir.item(), air.item()) == pytest.approx(want, rel=1e-4, abs=1e-7)
+    assert sir.item() > 0 and air.item() > 0  # distinct views: strictly positive divergences
+
+
+def test_invariance_regularisers_vanish_for_identical_views() -> None:
+    g = torch.Generator().manual_seed(3)
+    z, za, z0 = (torch.randn(16, 8, generator=g) for _ in range(3))
+    sir, air = invariance_regularisers(z, z, za, za, z0, temperature=0.5)
+    assert sir.item() == 0.0 and air.item() == 0.0
+    sir, air = invariance_regularisers(z, 3 * z, za, 0.5 * za, z0, temperature=0.5)  # cosine: scale-free
+    assert sir.item() == pytest.approx(0.0, abs=1e-6) and air.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_invariance_regularisers_have_gradients_towards_agreement() -> None:
+    g = torch.Generator().manual_seed(4)
+    z1, z2, z1a, z2a, z0 = (torch.randn(12, 6, generator=g).requires_grad_() for _ in range(5))
+    first = sum(invariance_regularisers(z1, z2, z1a, z2a, z0, temperature=0.5))
+    first.backward()  # type: ignore[union-attr]
+    with torch.no_grad():  # one small gradient step on the second views lowers the divergence
+        for z in (z2, z2a):
+            z -= 0.05 * z.grad  # type: ignore[operator]
+    assert sum(invariance_regularisers(z1, z2, z1a, z2a, z0, temperature=0.5)) < first

@@ -104,6 +104,15 @@ def test_config_file_that_is_not_yaml_is_one_line(tmp_path) -> None:
         ({"attack.foo": 1}, "attack.foo"),
         ({"nosection.x": 1}, "nosection.x"),
         ({"run.progress": "maybe"}, "run.progress"),
+        ({"augment.schedule": "cosine"}, "augment.schedule='cosine': must be one of constant, dynacl"),
+        ({"augment.step_epochs": -1}, "augment.step_epochs"),
+        ({"loss.adv_weight_schedule": "linear"}, "loss.adv_weight_schedule"),
+        ({"loss.adv_weight_ramp": 1.5}, "loss.adv_weight_ramp"),
+        ({"loss.air_weight": -0.5}, "loss.air_weight"),
+        ({"loss.sir_weight": -0.5}, "loss.sir_weight"),
+        ({"model.variant": "a2a", "loss.air_weight": 0.5}, "air_weight=0.5: must be 0 unless model.var"),
+        ({"model.variant": "simclr", "loss.sir_weight": 0.5}, "loss.sir_weight"),
+        ({"model.variant": "a2s", "loss.adv_weight_schedule": "dynacl"}, "must be constant unless model.var"),
     ],
 )
 def test_bad_values_name_the_field(override: dict, message: str) -> None:
