@@ -61,8 +61,35 @@ def test_sweep_cifar10_cluster_smoke_runs_one_trial_on_a_local_ray(tmp_path: Pat
     assert summary["config"]["base"]["model"]["proj_out_dim"] == 512  # the CIFAR sweep file was used
 
 
+def test_later_methods_table_smoke(tmp_path: Path) -> None:
+    run_script("later_methods_table.py", tmp_path / "t")
+    res = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert sorted({(r["method"], r["protocol"]) for r in res["rows"]}) == [
+        ("acl", "alf"), ("acl", "slf"), ("all", "alf"), ("all", "slf")
+    ]
+    for r in res["rows"]:
+        assert 0 <= r["eval/robust_acc"] <= r["eval/standard_acc"] <= 1
+    cfg = (tmp_path / "t" / "runs" / "all_s0" / "pretrain" / "config.yaml").read_text()
+    assert "schedule: dynacl" in cfg and "adv_weight_schedule: dynacl" in cfg and "air_weight: 0.5" in cfg
+    rows = (tmp_path / "t" / "runs" / "all_s0" / "pretrain" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["train/aug_strength"] for r in rows] == [1.0, 0.5]  # 2 epochs, one step each
+    table = (tmp_path / "t" / "table.md").read_text()
+    assert "| DynACL-AIR (all three) |" in table and "| ACL-DS (defaults) |" in table
+
+
+def test_later_methods_sweep_smoke_compares_both_sweep_files(tmp_path: Path) -> None:
+    """About a minute: two 2-trial synthetic sweeps on a local Ray, one after the other."""
+    run_script("later_methods_sweep.py", tmp_path / "w", timeout=600)
+    res = json.loads((tmp_path / "w" / "comparison.json").read_text())
+    assert [(r["sweep"], r["trials"]) for r in res["rows"]] == [("acl", 2), ("later", 2)]
+    assert set(res["mean_best_val_ra"]) == {"acl", "later"}
+    later = json.loads((tmp_path / "w" / "later_s0" / "summary.json").read_text())
+    assert "loss.air_weight" in later["config"]["space"] and len(later["trials"]) == 2
+
+
 @pytest.mark.parametrize("name", ["digits_default.py", "reproduce_acl_cifar10.py", "semisup_digits.py",
-                                  "sweep_cifar10_cluster.py"])
+                                  "sweep_cifar10_cluster.py", "later_methods_table.py",
+                                  "later_methods_sweep.py"])
 def test_help_describes_smoke_and_out(name: str) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / name), "--help"],
                           capture_output=True, text=True, timeout=120)

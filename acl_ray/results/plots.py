@@ -73,12 +73,22 @@ def plot_params(path: Path, s: Sweep, rows: list[dict[str, Any]], metric: str) -
     groups = [("proxy (last epoch)", "o")] if proxy else [("final", "o"), ("posthoc", "s")]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.6), squeeze=False, sharey=True)
     for ax, key in zip(axes[0], keys, strict=True):
-        pts = [r for r in rows if r.get(metric) is not None and r.get(key) is not None]
-        for source, marker in groups:  # the full protocol at the last epoch, or after ASHA stopped it
-            xy = [(r[key], r[metric]) for r in pts if proxy or r["eval_source"] == source]
-            ax.scatter([x for x, _ in xy], [y for _, y in xy], marker=marker, alpha=0.8, label=source)
         kind, args = next(iter(s.space[key].items()))
-        if kind == "loguniform":  # the searched range, ticks at 1-2-5 without minor labels
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in args)
+        categories = list(args) if kind == "choice" and not numeric else None  # strings: one slot each
+        pts = [r for r in rows if r.get(metric) is not None and r.get(key) is not None]
+        if categories is not None:
+            pts = [r for r in pts if r[key] in categories]
+        for source, marker in groups:  # the full protocol at the last epoch, or after ASHA stopped it
+            xy = [
+                (categories.index(r[key]) if categories is not None else r[key], r[metric])
+                for r in pts if proxy or r["eval_source"] == source
+            ]
+            ax.scatter([x for x, _ in xy], [y for _, y in xy], marker=marker, alpha=0.8, label=source)
+        if categories is not None:
+            ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+            ax.set_xlim(-0.5, len(categories) - 0.5)
+        elif kind == "loguniform":  # the searched range, ticks at 1-2-5 without minor labels
             ax.set_xscale("log")
             ax.set_xlim(args[0] / 1.15, args[1] * 1.15)
             ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))

@@ -1,6 +1,7 @@
 """A small real sweep on a local Ray, and every bad input rejected before anything starts."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,12 +12,15 @@ from acl_ray.config.space import paper_point, validate_space
 from acl_ray.config.sweep import Sweep, load_sweep
 from acl_ray.orchestration.tune import to_tune
 
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = {
     "base": {"data": {"name": "synthetic", "synthetic_size": 300, "batch_size": 32}, "run": {"epochs": 3}},
     "space": {
         "attack.steps": {"int": [1, 3]},
         "attack.eps": {"loguniform": [0.03, 0.3]},
         "data.batch_size": {"choice": [16, 32]},
+        "augment.schedule": {"choice": ["constant", "dynacl"]},  # the later methods' knobs, strings included
+        "loss.air_weight": {"choice": [0.0, 0.5]},
     },
     "sweep": {"num_samples": 4, "grace_period": 1, "reduction_factor": 2},
     "proxy": {"train_size": 100, "val_size": 60, "epochs": 5},
@@ -42,6 +46,10 @@ def test_small_sweep_reports_standard_and_robust_accuracy_for_every_trial(tmp_pa
     assert summary["best"]["val/robust_acc"] == max(r["val/robust_acc"] for r in rows)
     first = rows[0]  # the paper point is enqueued first: eps 8/255, steps clipped to the range
     assert first["attack.eps"] == pytest.approx(8 / 255) and first["attack.steps"] == 3
+    assert first["augment.schedule"] == "constant" and first["loss.air_weight"] == 0.0  # ACL's own point
+    for r in rows:  # every trial trained what it sampled
+        assert r["resolved_config"]["augment"]["schedule"] == r["augment.schedule"] in ("constant", "dynacl")
+        assert r["resolved_config"]["loss"]["air_weight"] == r["loss.air_weight"] in (0.0, 0.5)
     best = load_config(out / "best_config.yaml")  # acl-ray pretrain --config accepts it as is
     assert best.attack.steps == summary["best"]["attack.steps"] and best.data.name == "synthetic"
     assert load_sweep(out / "sweep.yaml").to_dict() == Sweep.from_dict(SMALL).to_dict()
@@ -52,6 +60,18 @@ def test_space_conversion_and_paper_point() -> None:
     t = to_tune(space)
     assert t["attack.steps"].lower == 1 and t["attack.steps"].upper == 6  # randint: upper exclusive
     assert paper_point(space, Config()) == {"attack.steps": 5, "data.batch_size": 128}
+    strings = {"augment.schedule": {"choice": ["dynacl"]}, "loss.air_weight": {"choice": [0.25, 1.0]}}
+    assert paper_point(strings, Config()) == {"augment.schedule": "dynacl", "loss.air_weight": 0.25}
+
+
+def test_the_later_methods_sweep_file_searches_acl_and_their_knobs() -> None:
+    s = load_sweep(ROOT / "configs" / "sweep_digits_later.yaml")
+    default = load_sweep(ROOT / "configs" / "sweep_digits.yaml")
+    validate_space(s.space, s.base)
+    later = {"augment.schedule", "loss.adv_weight_schedule", "loss.air_weight", "loss.sir_weight"}
+    assert set(s.space) == set(default.space) | later  # ACL's keys and the new ones, together
+    assert s.sweep == default.sweep and s.base == default.base  # equal cost: same trials, epochs, scheduler
+    assert paper_point(s.space, s.base)["loss.air_weight"] == 0.0  # the first trial is plain ACL-DS
 
 
 @pytest.mark.parametrize(

@@ -57,17 +57,24 @@ def _trial(
     return {**meta, "relative_logdir": logdir}
 
 
-def make_sweep(folder: Path, killed: bool = False) -> Path:
+def make_sweep(folder: Path, killed: bool = False, strings: bool = False) -> Path:
     """Four trials: paper point (completed), ASHA-stopped (posthoc), error, and one more that is
-    completed, or, when ``killed``, running / missing from the saved state / with a torn line."""
+    completed, or, when ``killed``, running / missing from the saved state / with a torn line.
+    ``strings`` also searches a string-valued key, ``augment.schedule``."""
     folder.mkdir()
-    Sweep.from_dict(SPEC).save(folder)
+    spec = SPEC
+    if strings:
+        spec = {**SPEC, "space": {**SPEC["space"], "augment.schedule": {"choice": ["constant", "dynacl"]}}}
+    Sweep.from_dict(spec).save(folder)
     c = [
         {"attack.steps": 3, "attack.eps": 8 / 255, "data.batch_size": 32},  # the paper point, clipped
         {"attack.steps": 2, "attack.eps": 0.15, "data.batch_size": 16},
         {"attack.steps": 1, "attack.eps": 0.05, "data.batch_size": 16},
         {"attack.steps": 2, "attack.eps": 0.1, "data.batch_size": 32},
     ]
+    if strings:
+        for config, schedule in zip(c, ("constant", "dynacl", "dynacl", "constant"), strict=True):
+            config["augment.schedule"] = schedule
     metas = [_trial(folder, 1, c[0], 3, FINAL)]
     if killed:
         metas.append(_trial(folder, 2, c[1], 2, status="RUNNING"))

@@ -67,6 +67,18 @@ def test_tables_read_back_to_the_documented_schema(tmp_path) -> None:
     assert len((out / "importance.csv").read_text().splitlines()) == 1 + 3  # 3 trials with the metric
 
 
+def test_a_searched_string_key_is_a_column_a_plot_axis_and_an_importance(tmp_path) -> None:
+    sweep = make_sweep(tmp_path / "sw", strings=True)
+    analyze(sweep, show=False)
+    out = sweep / "analysis"
+    assert all((out / f).is_file() for f in FILES)
+    trials = pq.read_table(out / "trials.parquet")
+    assert trials.schema.field("augment.schedule").type == pa.string()
+    assert trials.column("augment.schedule").to_pylist() == ["constant", "dynacl", "dynacl", "constant"]
+    params = [line.split(",")[0] for line in (out / "importance.csv").read_text().splitlines()[1:]]
+    assert "augment.schedule" in params
+
+
 def brute_force_front(points: list[tuple[float, float]]) -> list[int]:
     def dominates(q: tuple[float, float], p: tuple[float, float]) -> bool:
         return q[0] >= p[0] and q[1] >= p[1] and (q[0] > p[0] or q[1] > p[1])
