@@ -8,6 +8,7 @@ needs only the input gradient (forward + input backward, about 2 per view), so
 
 * ds  (attack 2B views, train on 4B):  (4KB + 12B) / 6B = (2K + 6) / 3
 * a2a, a2s (attack 2B views, train 2B): (4KB + 6B) / 6B = (2K + 3) / 3
+* ds_air (ds + AIR, the un-augmented batch in the training forward, 5B rows): (4KB + 15B) / 6B
 
 (A2S attacks one view but the attack's forward and backward still run over both.) The official
 code also computes weight gradients inside its attack and pays K + 2 for ds.
@@ -49,7 +50,7 @@ from acl_ray.algorithm.runtime import resolve_device
 from acl_ray.config.pretrain import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("simclr", "a2a", "a2s", "ds")
+VARIANTS = ("simclr", "a2a", "a2s", "ds", "ds_air")  # ds_air: DS + AIR's regularisers (0.5 / 0.5)
 BOUND = 1.15  # acceptance: ds step <= 1.15 x floor at K = 3 and 5 (issue 7)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -58,6 +59,8 @@ def floor_ratio(variant: str, k: int) -> float:
     """Step cost in SimCLR steps when forward = 1, full backward = 2, input-only backward = 1."""
     if variant == "simclr":
         return 1.0
+    if variant == "ds_air":  # + the un-augmented batch in the training forward (5B rows): + 3B
+        return (4 * k + 15) / 6
     return (2 * k + 6) / 3 if variant == "ds" else (2 * k + 3) / 3
 
 
@@ -106,7 +109,12 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
     for precision in precisions:
         for variant in args.variants:
             for k in [0] if variant == "simclr" else args.ks:
-                sets = {"model.variant": variant, "run.precision": precision, "run.device": args.device}
+                sets = {
+                    "model.variant": variant.removesuffix("_air"), "run.precision": precision,
+                    "run.device": args.device,
+                }
+                if variant == "ds_air":
+                    sets.update({"loss.air_weight": 0.5, "loss.sir_weight": 0.5})
                 if k:
                     sets["attack.steps"] = k
                 if precision == "fp32" and args.fp32_baseline:  # the plain path: no NHWC, no compile
