@@ -241,8 +241,8 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {r['label']} | {r['step_ms']:.1f} | {r['images_per_s']:.0f} | {r['ratio_to_simclr']:.2f} | "
             f"{r['floor']:.2f} | {r['ratio_over_floor']:.2f} | {q} |"
         )
-    lines += ["", "Floor: ds (2K+6)/3, a2a and a2s (2K+3)/3 SimCLR steps (forward 1, backward 2, input-only"
-              " backward 1).", ""]
+    lines += ["", "Floor: ds (2K+6)/3, ds_air (4K+15)/6, a2a and a2s (2K+3)/3 SimCLR steps (forward 1,"
+              " backward 2, input-only backward 1).", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in res["checks"].items()]
     for label, s in res["fast_path_speedup"].items():
         lines.append(f"- fast path ({res['precision']}) over plain fp32, {label}: {s:.2f}x images/s")

@@ -41,7 +41,8 @@ def acl_loss(
         attack_model: the same encoder, unwrapped, used by the attack.
         gather: use every worker's views as negatives (distributed training).
         x0: the un-augmented images, needed by DS when ``loss.air_weight`` or ``loss.sir_weight`` > 0:
-            they join the clean rows of the one forward (so the clean BN's batch statistics see them).
+            they go through the clean BN in the same forward as their own segment (their own batch
+            statistics, as the official code's separate clean pass), so DDP sees one forward.
         adv_weight: DS weight of the adversarial loss this epoch; None = ``cfg.loss.adv_weight``.
 
     Shape:
@@ -72,7 +73,7 @@ def acl_loss(
         return (1 - w) * clean + w * adv
     if x0 is None:
         raise ValueError("loss.air_weight / loss.sir_weight need the un-augmented images (x0)")
-    z = model(torch.cat([x1, x2, x0, x1a, x2a]), route="split", split=3 * n)  # (5n, d)
+    z = model(torch.cat([x1, x2, x0, x1a, x2a]), route="split", split=(2 * n, 3 * n))  # (5n, d)
     z1, z2, z0, z1a, z2a = z.split(n)
     clean = nt_xent(z1, z2, t, gather)
     adv = nt_xent(z1a, z2a, t, gather)

@@ -60,6 +60,22 @@ def test_split_route_equals_two_separate_passes() -> None:
             torch.testing.assert_close(s, r)
 
 
+def test_split_with_clean_segments_equals_three_separate_passes() -> None:
+    """AIR's [views | originals | adv] forward: each clean segment has its own batch statistics."""
+    x = torch.rand(15, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    a, b = encoder(), encoder()
+    a.train(), b.train()
+    z = a(x, route="split", split=(6, 9))
+    ref = torch.cat([b(x[:6], route="clean"), b(x[6:9], route="clean"), b(x[9:], route="adv")])
+    torch.testing.assert_close(z, ref)
+    for route in ("clean", "adv"):  # the clean statistics were updated twice, as by two passes
+        for s, r in zip(running_stats(a, route), running_stats(b, route), strict=True):
+            torch.testing.assert_close(s, r)
+    one = encoder()
+    one.train()
+    assert not torch.allclose(one(x, route="split", split=9), ref)  # one clean segment: other statistics
+
+
 def test_unknown_or_missing_route_is_refused() -> None:
     with pytest.raises(ValueError, match="route 'adv'"):
         set_route(encoder(variant="simclr"), "adv")

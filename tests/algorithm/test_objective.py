@@ -43,7 +43,8 @@ def by_hand(cfg: Config, model, x0, x1, x2, w: float, with_x0: bool) -> torch.Te
         model, x1, x2, AttackSpec.of(cfg.attack), temperature=t, generator=torch.Generator().manual_seed(5)
     )
     clean_rows = [x1, x2, x0] if with_x0 else [x1, x2]
-    z = model(torch.cat([*clean_rows, x1a, x2a]), route="split", split=len(clean_rows) * N)
+    split = (2 * N, 3 * N) if with_x0 else 2 * N  # the originals: a clean segment of their own
+    z = model(torch.cat([*clean_rows, x1a, x2a]), route="split", split=split)
     parts = z.split(N)
     z1, z2, z1a, z2a = parts[0], parts[1], parts[-2], parts[-1]
     loss = (1 - w) * nt_xent(z1, z2, t) + w * nt_xent(z1a, z2a, t)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from acl_ray.algorithm.models.backbones import build_backbone
-from acl_ray.algorithm.models.routed_bn import RoutedBatchNorm, set_route
+from acl_ray.algorithm.models.routed_bn import RoutedBatchNorm, Split, set_route
 from acl_ray.config.pretrain import ModelConfig
 
 
@@ -55,13 +55,13 @@ class Encoder(nn.Module):
             self.feature_dim, cfg.proj_hidden_dim, cfg.proj_out_dim, cfg.proj_layers, self.routes
         )
 
-    def features(self, x: torch.Tensor, route: str | None = None, split: int | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, route: str | None = None, split: Split = None) -> torch.Tensor:
         """Backbone features. Shape: (N, C, H, W) in [0, 1] -> (N, feature_dim)."""
         if route is not None:
             set_route(self, route, split)
         return self.backbone((x - self.mean) / self.std)
 
-    def forward(self, x: torch.Tensor, route: str | None = None, split: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, route: str | None = None, split: Split = None) -> torch.Tensor:
         """Projections. Shape: (N, C, H, W) in [0, 1] -> (N, proj_out_dim)."""
         return self.head(self.features(x, route, split))
 

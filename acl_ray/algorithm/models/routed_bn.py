@@ -8,10 +8,13 @@ keeps its own affine parameters and running statistics. Unlike the official code
 A *split* route sends the first ``n`` rows of the batch through "clean" and the rest through
 "adv". That is the same computation as two forward passes (BN statistics are per route and
 per segment) but one pass through the shared convolutions, and one DDP forward per backward.
+Several boundaries (``split=(a, b)``) cut the clean rows into segments that each get their own
+batch statistics, as separate clean passes would (AIR's un-augmented images: ``[views | originals | adv]``).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 ROUTES = ("clean", "adv")
+Split = int | tuple[int, ...] | None  # leading clean rows, or boundaries of clean segments (see forward)
 
 
 class RoutedBatchNorm(nn.Module):
@@ -32,13 +36,19 @@ class RoutedBatchNorm(nn.Module):
         bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
         self.bns = nn.ModuleDict({r: bn(num_features) for r in routes})
         self.route: str = routes[0]
-        self.split: int | None = None  # rows [0, split) -> "clean", [split, N) -> "adv"
+        # rows [0, split) -> "clean", [split, N) -> "adv"; a tuple (a, b): [0, a) and [a, b) clean
+        # (each with its own batch statistics), [b, N) adv
+        self.split: Split = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.split is None:
             return self.bns[self.route](x)
-        n = self.split
-        return torch.cat([self.bns["clean"](x[:n]), self.bns["adv"](x[n:])], dim=0)
+        if isinstance(self.split, int):
+            n = self.split
+            return torch.cat([self.bns["clean"](x[:n]), self.bns["adv"](x[n:])], dim=0)
+        ends = [0, *self.split]
+        parts = [self.bns["clean"](x[a:b]) for a, b in itertools.pairwise(ends)]
+        return torch.cat([*parts, self.bns["adv"](x[ends[-1]:])], dim=0)
 
 
 def routed_bns(model: nn.Module) -> Iterator[RoutedBatchNorm]:
@@ -51,12 +61,13 @@ def model_routes(model: nn.Module) -> tuple[str, ...]:
     return tuple(r for r in ROUTES if sets and all(r in s for s in sets))
 
 
-def set_route(model: nn.Module, route: str, split: int | None = None) -> None:
+def set_route(model: nn.Module, route: str, split: Split = None) -> None:
     """Select ``route`` ("clean" | "adv" | "split") for every routed BN in ``model``.
 
     Args:
         route: "clean", "adv", or "split" (first ``split`` rows clean, the rest adv).
-        split: number of leading rows routed "clean"; required with route "split".
+        split: number of leading rows routed "clean", or increasing boundaries of clean segments
+            (each normalised with its own batch statistics); required with route "split".
     """
     available = model_routes(model)
     needed = ("clean", "adv") if route == "split" else (route,)
