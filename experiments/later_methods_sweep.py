@@ -25,7 +25,7 @@ from _common import run, sets
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = {"acl": ROOT / "configs/sweep_digits.yaml", "later": ROOT / "configs/sweep_digits_later.yaml"}
 SMOKE = [
-    "data.name=synthetic", "data.synthetic_size=300", "run.epochs=1", "run.threads=1", "sweep.num_samples=2",
+    "data.name=synthetic", "data.synthetic_size=1000", "run.epochs=1", "run.threads=1", "sweep.num_samples=2",
     "proxy.train_size=100", "proxy.val_size=50", "proxy.epochs=2", "proxy.steps=2",
     "final.epochs=1", "final.threads=1", "final.val_size=50", "eval.steps=2",
 ]
