@@ -95,8 +95,12 @@ def driver(out: Path, address: str, cfg: Path | None, log: Path) -> subprocess.P
 
 
 def reports(out: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every reported row per trial, in report order (a retrained epoch appears twice)."""
-    return {t.trial_id: read_reports(t.dir) for t in read_trials(out) if t.dir is not None}
+    """Every trained epoch's report per trial, in report order (a retrained epoch appears twice; the
+    re-report of a restored checkpoint's last row, ``replayed``, is not a training)."""
+    return {
+        t.trial_id: [r for r in read_reports(t.dir) if not r.get("replayed")]
+        for t in read_trials(out) if t.dir is not None
+    }
 
 
 def wait_for(cond: Any, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> Any:

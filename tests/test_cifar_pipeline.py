@@ -54,3 +54,19 @@ def test_cifar_preset_finetune_then_autoattack(cifar_run, tmp_path, preset) -> N
     # AutoAttack only attacks clean-correct points; it need not be below PGD on every point.
     assert 0 <= e["eval/robust_acc"] <= e["eval/standard_acc"]
     assert e["eval/pgd_robust_acc"] <= e["eval/standard_acc"]
+
+
+def test_cifar_dynacl_air_pretrains_through_the_cli(cifar_run, tmp_path) -> None:
+    """DynACL-AIR on the ResNet-18 path: SimCLR views scaled down (3 channels: jitter, grayscale),
+    the weight ramp and the originals' own clean-BN segment, over 2 epochs of 2 steps each."""
+    run, _ = cifar_run  # the fake archive is in place while the fixture lives
+    data_root = run.parent / "data"
+    knobs = ["augment.schedule=dynacl", "augment.step_epochs=1", "loss.adv_weight_schedule=dynacl",
+             "loss.adv_weight_step_epochs=1", "loss.air_weight=0.5", "loss.sir_weight=0.5", "run.epochs=2"]
+    out = tmp_path / "dynacl_air"
+    args = ["pretrain", "--out", str(out), *sets([*CIFAR_SETS, f"data.root={data_root}", *knobs])]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/aug_strength"] for r in rows] == [1.0, 0.5]
+    assert [r["train/adv_weight"] for r in rows] == pytest.approx([0.5 + 1 / 6, 0.5 + 1 / 3])
+    assert all(r["train/loss"] == r["train/loss"] for r in rows)  # finite (not NaN)

@@ -73,11 +73,16 @@ def run_epochs(
     report: Report,
     extra: Mapping[str, Any],
     after_report: Callable[[dict[str, Any]], None] | None = None,
+    replay: bool = False,
 ) -> None:
     """Train ``trainer`` to ``run.epochs``, reporting each epoch's row (``extra`` added) through ``report``.
 
     A trainer restored from a complete run trains nothing: its final row is reported again with its
     checkpoint (a sweep killed after a trial's last report, before Tune saved the trial as done).
+    With ``replay`` (sweep trials), a trainer restored mid-run first reports its checkpoint's last row
+    again, marked ``replayed``: the checkpoint is written before the report that names it, so a driver
+    killed between the two would otherwise leave that epoch out of Tune's results (readers keep the
+    last report of an epoch; ASHA decides a rung once).
     ``after_report`` sees each row once ``report`` has returned (its checkpoint is then persisted).
     """
     cfg, rank0 = trainer.cfg, trainer.rank == 0
@@ -85,6 +90,8 @@ def run_epochs(
     if trainer.epoch >= epochs and trainer.history:
         report(trainer.history[-1], trainer.state_dict() if rank0 else None)
         return
+    if replay and trainer.epoch > 0 and trainer.history:
+        report({**trainer.history[-1], "replayed": True}, None)  # every rank: Train's report is a barrier
     while trainer.epoch < epochs:
         row = {**trainer.train_epoch(), **extra}
         if rank0:

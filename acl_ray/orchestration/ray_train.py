@@ -39,7 +39,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: rebuild and validate the config, then train epochs and report each one.
 
     ``config``: ``{"acl": Config.to_dict(), "metrics_path": str | None, "eval": Evals dict | None,
-    "data": ObjectRef | None}``. ``data``: the datasets already in Ray's object store (a sweep puts
+    "data": ObjectRef | None, "replay": bool}`` (``replay``: a sweep trial, see :func:`epochs.run_epochs`).
+    ``data``: the datasets already in Ray's object store (a sweep puts
     them there once); without it the worker loads them. Rank 0 appends each epoch's row to
     ``metrics_path`` (a local run directory) as it goes; every row is also kept in the checkpoint,
     which is what a restarted worker group resumes from. The epochs, their proxy and full-protocol
@@ -80,7 +81,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             append_metrics(Path(metrics_path).parent, row)
 
     extra = {"worker/pid": os.getpid(), "workers": world}
-    run_epochs(trainer, data, Evals.from_dict(config.get("eval")), report, extra, after_report)
+    evals, replay = Evals.from_dict(config.get("eval")), bool(config.get("replay"))
+    run_epochs(trainer, data, evals, report, extra, after_report, replay=replay)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,7 +114,7 @@ def run_in_process(cfg: Config, data: Datasets, evals: Evals, run_dir: str) -> N
             metrics["checkpoint_path"] = store.dir
         ray.tune.report(metrics)  # [Ray] to the Tune driver (ASHA, the searcher, result.json)
 
-    run_epochs(trainer, data, evals, report, {"worker/pid": os.getpid(), "workers": 1})
+    run_epochs(trainer, data, evals, report, {"worker/pid": os.getpid(), "workers": 1}, replay=True)
 
 
 def make_trainable(spec: dict[str, Any], storage: str) -> Callable[[dict[str, Any], dict[str, Any]], None]:
@@ -135,7 +135,8 @@ def make_trainable(spec: dict[str, Any], storage: str) -> Callable[[dict[str, An
             return
         sw = s.sweep
         build_trainer(
-            {"acl": cfg.to_dict(), "metrics_path": None, "eval": evals.to_dict(), "data": ref},
+            {"acl": cfg.to_dict(), "metrics_path": None, "eval": evals.to_dict(), "data": ref,
+             "replay": True},
             Scaling(sw.workers, sw.cpus_per_worker, sw.gpus_per_worker),
             name=name,
             storage_path=storage,
