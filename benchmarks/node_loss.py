@@ -224,6 +224,11 @@ def run(out: Path, nodes: int, loss_after: int, timeout: float) -> dict[str, Any
             "seconds_killed_to_done": done_s,
         },
         "epochs_reported": {t: [r["epoch"] for r in rows] for t, rows in final.items()},
+        # epochs with no report at all (a replayed re-report counts): rows the sweep's tables lack
+        "epochs_missing": {
+            t.trial_id: sorted(set(range(1, epochs + 1)) - {int(r["epoch"]) for r in read_reports(t.dir)})
+            for t in read_trials(sweep_dir) if t.dir is not None
+        },
     }
 
 

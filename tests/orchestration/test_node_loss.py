@@ -45,5 +45,7 @@ def test_sweep_survives_a_lost_node_and_a_killed_driver(tmp_path) -> None:
     for trial, h in resumed.items():  # continued from a checkpoint, at most the in-flight epoch again
         # The upper end is open: a report sent in the instant of the kill can miss Tune's results
         # while its checkpoint was written (seen once: epoch 3 trained, checkpointed, not in
-        # result.json; the trial went on at epoch 4).
+        # result.json; the trial went on at epoch 4). The resumed trial replays that row, so no
+        # epoch is missing from the sweep's results:
         assert h["first_epoch_after"] >= h["last_epoch_before"], (trial, h)
+    assert all(missing == [] for missing in res["epochs_missing"].values()), res["epochs_missing"]
