@@ -204,9 +204,14 @@ def run_pretrain(cfg: Config, out: str | Path, resume: bool = False) -> list[dic
     while trainer.epoch < cfg.run.epochs:
         row = trainer.train_epoch(show_progress=cfg.run.progress)
         append_metrics(out, row)
+        scheduled = "".join(  # DynACL's schedules, when on
+            f"  {name} {row[key]:.3f}"
+            for key, name in (("train/aug_strength", "aug"), ("train/adv_weight", "adv w"))
+            if key in row
+        )
         log(
             f"epoch {row['epoch']:>4}/{cfg.run.epochs}  loss {row['train/loss']:.4f}  "
-            f"{row['train/images_per_s']:.0f} img/s  {row['time/train_s']:.1f}s"
+            f"{row['train/images_per_s']:.0f} img/s  {row['time/train_s']:.1f}s{scheduled}"
         )
         if trainer.epoch % cfg.run.checkpoint_every == 0 or trainer.epoch == cfg.run.epochs:
             save_checkpoint(ckpt, trainer.state_dict())

@@ -124,3 +124,13 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, me
 def test_cli_resume_of_a_directory_without_a_run(tmp_path, capsys) -> None:
     assert main(["pretrain", "--out", str(tmp_path), "--resume"]) == 2
     assert "holds no run" in capsys.readouterr().out
+
+
+def test_cli_shows_the_scheduled_strength_and_weight_per_epoch(tmp_path, capsys) -> None:
+    knobs = ["augment.schedule=dynacl", "augment.step_epochs=1", "loss.adv_weight_schedule=dynacl",
+             "loss.adv_weight_step_epochs=1", "run.epochs=2"]
+    assert run(tmp_path / "run", *[a for k in knobs for a in ("--set", k)]) == 0
+    printed = capsys.readouterr().out
+    assert "aug 1.000  adv w 0.667" in printed and "aug 0.500  adv w 0.833" in printed
+    assert run(tmp_path / "plain", "--set", "run.epochs=1") == 0
+    assert "aug" not in capsys.readouterr().out  # constant schedules: the line is as before
