@@ -116,9 +116,11 @@ def wait_for(cond: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]
 
 
 def training_node(cluster: Cluster, rows: dict[str, list[dict[str, Any]]], epochs: int) -> Any:
-    """The worker node of the rank-0 worker of a trial with epochs still to train (its reports carry
-    that worker's pid), so removing the node certainly hits that trial."""
-    pids = {r[-1].get("worker/pid") for r in rows.values() if r and len(r) < epochs - 1}
+    """The worker node of the rank-0 worker of a trial with at least 4 epochs still to train (its reports
+    carry that worker's pid), so removing the node certainly hits that trial, and after its recovery
+    it still has an epoch to report before its last one: the driver kill needs a trial mid-training
+    then, even when the loss lands in the sweep's last wave of trials (seen in CI)."""
+    pids = {r[-1].get("worker/pid") for r in rows.values() if r and len(r) <= epochs - 4}
     actors = list_actors(address=cluster.address, filters=LIVE_WORKERS)
     ids = {a.node_id for a in actors if a.pid in pids}
     return next((n for n in cluster.worker_nodes if n.node_id in ids), None)
@@ -160,6 +162,7 @@ def run(out: Path, nodes: int, loss_after: int, timeout: float) -> dict[str, Any
     cluster = start_cluster(nodes)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
+        list_actors(address=cluster.address)  # the state API's first answer is slow: not mid-sweep
         proc = driver(sweep_dir, cluster.address, cfg, log)
 
         def training() -> bool:
