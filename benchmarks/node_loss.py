@@ -52,7 +52,7 @@ SWEEP = {
     },
     "space": {"attack.eps": {"loguniform": [0.03, 0.3]}},
     "sweep": {
-        "num_samples": 4,
+        "num_samples": 6,  # 3 waves of 2 trials: a wave left to kill the driver in after a late loss
         "searcher": "random",
         "scheduler": "fifo",
         "workers": 2,
