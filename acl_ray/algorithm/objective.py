@@ -66,16 +66,16 @@ def acl_loss(
         return nt_xent(z[n:], z[:n], t, gather)
     w = cfg.loss.adv_weight if adv_weight is None else adv_weight
     lam_sir, lam_air = cfg.loss.sir_weight, cfg.loss.air_weight
-    if lam_sir == 0 and lam_air == 0:
-        z = model(torch.cat([x1, x2, x1a, x2a]), route="split", split=2 * n)  # (4n, d)
-        clean = nt_xent(z[:n], z[n : 2 * n], t, gather)
-        adv = nt_xent(z[2 * n : 3 * n], z[3 * n :], t, gather)
-        return (1 - w) * clean + w * adv
-    if x0 is None:
+    air_on = lam_sir > 0 or lam_air > 0
+    if air_on and x0 is None:
         raise ValueError("loss.air_weight / loss.sir_weight need the un-augmented images (x0)")
-    z = model(torch.cat([x1, x2, x0, x1a, x2a]), route="split", split=(2 * n, 3 * n))  # (5n, d)
-    z1, z2, z0, z1a, z2a = z.split(n)
-    clean = nt_xent(z1, z2, t, gather)
-    adv = nt_xent(z1a, z2a, t, gather)
-    sir, air = invariance_regularisers(z1, z2, z1a, z2a, z0, t, gather)
-    return (1 - w) * clean + w * adv + lam_sir * sir + lam_air * air
+    clean_rows = [x1, x2, x0] if air_on else [x1, x2]  # the originals: a clean segment of their own
+    split = (2 * n, 3 * n) if air_on else 2 * n
+    z = model(torch.cat([*clean_rows, x1a, x2a]), route="split", split=split)  # (4n or 5n, d)
+    parts = z.split(n)
+    z1, z2, z1a, z2a = parts[0], parts[1], parts[-2], parts[-1]
+    loss = (1 - w) * nt_xent(z1, z2, t, gather) + w * nt_xent(z1a, z2a, t, gather)
+    if air_on:
+        sir, air = invariance_regularisers(z1, z2, z1a, z2a, parts[2], t, gather)
+        loss = loss + lam_sir * sir + lam_air * air
+    return loss

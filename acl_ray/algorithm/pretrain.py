@@ -85,7 +85,6 @@ class Pretrainer:
         self.preset = spec_for(cfg.data, cfg.data.name)
         self.spec = self.preset  # this epoch's augmentation (DynACL: the preset scaled down)
         self.adv_weight = cfg.loss.adv_weight  # this epoch's DS weight of the adversarial loss
-        self.needs_x0 = cfg.loss.air_weight > 0 or cfg.loss.sir_weight > 0
         self.gather = world_size > 1
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, float]] = []  # metric rows of completed epochs, saved in checkpoints
@@ -110,7 +109,7 @@ class Pretrainer:
         with autocast(self.device, self.cfg.run.precision):
             loss = acl_loss(
                 self.model, self.attack_model, x1, x2, self.cfg, self.attack_gen, self.gather,
-                x0=x if self.needs_x0 else None, adv_weight=self.adv_weight,
+                x0=x, adv_weight=self.adv_weight,  # x0: read only when AIR's weights are on
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

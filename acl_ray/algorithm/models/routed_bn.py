@@ -43,10 +43,7 @@ class RoutedBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.split is None:
             return self.bns[self.route](x)
-        if isinstance(self.split, int):
-            n = self.split
-            return torch.cat([self.bns["clean"](x[:n]), self.bns["adv"](x[n:])], dim=0)
-        ends = [0, *self.split]
+        ends = [0, *((self.split,) if isinstance(self.split, int) else self.split)]
         parts = [self.bns["clean"](x[a:b]) for a, b in itertools.pairwise(ends)]
         return torch.cat([*parts, self.bns["adv"](x[ends[-1]:])], dim=0)
 
