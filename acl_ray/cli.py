@@ -79,7 +79,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from acl_ray.algorithm.finetune import finetune
+    from acl_ray.algorithm.finetune import finetune, pretrained_dataset
+    from acl_ray.algorithm.robustness import eps_name
     from acl_ray.config.protocols import FinetuneConfig
 
     if args.protocol is None and args.preset is None:
@@ -94,12 +95,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     values.update(parse_set(args.overrides))
     if args.route is not None:
         values["finetune.route"] = args.route
-    m = finetune(args.checkpoint, FinetuneConfig().override(values), args.out)
+    # The checkpoint's dataset sets the threat model (CIFAR: 8/255); a preset and --set come after it.
+    cfg = FinetuneConfig().override({"finetune.threat_model": pretrained_dataset(args.checkpoint), **values})
+    m = finetune(args.checkpoint, cfg, args.out)
     _say(
         f"{m['protocol']} ({m['route']} BN): val SA {m['val/standard_acc']:.3f} "
         f"RA {m['val/robust_acc']:.3f}; "
         f"test SA {m['eval/standard_acc']:.3f} RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, "
-        f"eps {m['eval/eps']}); {args.out}/metrics.json"
+        f"eps {eps_name(m['eval/eps'])}); {args.out}/metrics.json"
     )
     return 0
 
@@ -107,7 +110,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from acl_ray.algorithm.robustness import evaluate_checkpoint
+    from acl_ray.algorithm.robustness import eps_name, evaluate_checkpoint
 
     m = evaluate_checkpoint(args.checkpoint, args.attack, args.eps, parse_set(args.overrides), args.checks)
     attack = "autoattack" if m["eval/attack"].startswith("autoattack") else "pgd"
@@ -116,7 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(m, indent=2))
     _say(
         f"test SA {m['eval/standard_acc']:.3f}  RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, eps "
-        f"{m['eval/eps']})  PGD RA {m['eval/pgd_robust_acc']:.3f}; {out}/metrics.json"
+        f"{eps_name(m['eval/eps'])})  PGD RA {m['eval/pgd_robust_acc']:.3f}; {out}/metrics.json"
     )
     for w in m["eval/warnings"]:
         console.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
@@ -135,17 +138,21 @@ def _set_arg(p: argparse.ArgumentParser, example: str) -> None:
 
 
 def cmd_semisup(args: argparse.Namespace) -> int:
+    from acl_ray.algorithm.finetune import pretrained_dataset
+    from acl_ray.algorithm.robustness import eps_name
     from acl_ray.algorithm.semisup import semisup
     from acl_ray.config.protocols import SemisupConfig
 
     values = parse_set(args.overrides)
     if args.label_fraction is not None:
         values["semisup.label_fraction"] = args.label_fraction
-    m = semisup(args.checkpoint, SemisupConfig().override(values), args.out)
+    # As finetune: the checkpoint's dataset sets the threat model, --set comes after it.
+    cfg = SemisupConfig().override({"semisup.threat_model": pretrained_dataset(args.checkpoint), **values})
+    m = semisup(args.checkpoint, cfg, args.out)
     _say(
         f"semisup ({m['semisup/labelled']} labelled): teacher test SA {m['teacher/standard_acc']:.3f}; "
         f"test SA {m['eval/standard_acc']:.3f} RA {m['eval/robust_acc']:.3f} ({m['eval/attack']}, "
-        f"eps {m['eval/eps']}); {args.out}/metrics.json"
+        f"eps {eps_name(m['eval/eps'])}); {args.out}/metrics.json"
     )
     return 0
 
@@ -181,6 +188,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from acl_ray.orchestration.tune import run_sweep
 
     run_sweep(sweep, args.out, args.address, verbose=args.verbose)
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from acl_ray.orchestration.tune import confirm_sweep
+
+    confirm_sweep(args.dir, args.address, verbose=args.verbose, overrides=args.overrides)
     return 0
 
 
@@ -253,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also show Ray's and Ray Train's worker output here (always kept in DIR/logs/)",
     )
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("confirm", help="train a sweep's top trials and controls again with fresh seeds")
+    p.add_argument("dir", help="finished sweep folder (or one whose confirmation was interrupted: resumed)")
+    _set_arg(p, "sweep.confirm.top_k=3, sweep.confirm.seeds=3 or sweep.confirm.controls=paper,dynacl")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's worker output here")
+    p.set_defaults(func=cmd_confirm)
 
     p = sub.add_parser("analyze", help="offline sweep analysis: Parquet tables, Pareto plots, best config")
     p.add_argument("dir", help="sweep folder (finished, failed or killed); writes DIR/analysis/")

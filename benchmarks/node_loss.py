@@ -52,7 +52,9 @@ SWEEP = {
     },
     "space": {"attack.eps": {"loguniform": [0.03, 0.3]}},
     "sweep": {
-        "num_samples": 6,  # 3 waves of 2 trials: a wave left to kill the driver in after a late loss
+        # 2 waves of 2 trials: the node is taken from a trial with >= 4 epochs to go, which after its
+        # recovery is still training when the driver is killed (events, not a wave left to spare)
+        "num_samples": 4,
         "searcher": "random",
         "scheduler": "fifo",
         "workers": 2,

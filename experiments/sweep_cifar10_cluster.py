@@ -7,10 +7,11 @@ YAML, or pass ``--set sweep.storage=s3://BUCKET/PREFIX``, first)::
     python experiments/sweep_cifar10_cluster.py --out /tmp/c10 --smoke     # ~1 min: 1 synthetic trial
 
 ``--gpus N`` asks the autoscaler for N GPU workers and waits until they have joined: the sweep sizes
-its concurrency from the resources present when it starts (``acl_ray.orchestration.tune.concurrency``), and an
-autoscaling cluster starts with no GPU node. Any other ``acl-ray sweep`` flag is passed on
-(``--set sweep.num_samples=64``, ``--resume DIR``). ``--smoke`` runs one tiny trial on synthetic
-data with the small CNN on a local Ray (no cluster), through the same sweep file.
+its concurrency from the resources present when it starts
+(``acl_ray.orchestration.resources.concurrency``), and an autoscaling cluster starts with no GPU
+node. Any other ``acl-ray sweep`` flag is passed on (``--set sweep.num_samples=64``, ``--resume
+DIR``). ``--smoke`` runs one tiny trial on synthetic data with the small CNN on a local Ray (no
+cluster), through the same sweep file.
 """
 
 from __future__ import annotations

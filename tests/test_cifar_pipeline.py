@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from acl_ray.cli import main
 from acl_ray.config.protocols import PRESETS
 from tests.algorithm.test_data import fake_cifar
@@ -54,6 +55,84 @@ def test_cifar_preset_finetune_then_autoattack(cifar_run, tmp_path, preset) -> N
     # AutoAttack only attacks clean-correct points; it need not be below PGD on every point.
     assert 0 <= e["eval/robust_acc"] <= e["eval/standard_acc"]
     assert e["eval/pgd_robust_acc"] <= e["eval/standard_acc"]
+
+
+def test_cifar_checkpoint_without_preset_gets_the_cifar_threat_model(cifar_run, tmp_path, capsys) -> None:
+    """No preset: eps 8/255 (step 2/255, PGD-20 unless --set), for the test and ALF's training attack;
+    an explicit --set eval.eps wins; acl-ray evaluate keeps the classifier's; every line names its eps."""
+    run, _ = cifar_run
+    out = tmp_path / "alf"
+    capsys.readouterr()
+    args = ["finetune", "--checkpoint", str(run), "--protocol", "alf", "--out", str(out), *sets(TINY)]
+    assert main(args) == 0
+    assert "(pgd-2 ce+cw x1, eps 8/255);" in capsys.readouterr().out
+    ft = yaml.safe_load((out / "config.yaml").read_text())
+    assert (ft["threat_model"], ft["preset"], ft["eval"]["eps"]) == ("cifar10", "", 8 / 255)
+    assert ft["eval"]["alpha"] == 0  # step eps/4 = 2/255
+    assert ft["train_eps"] == 8 / 255 and ft["augment"] == "none"  # PGD-10 at 8/255, step train_eps / 4
+    assert json.loads((out / "metrics.json").read_text())["eval/eps"] == 8 / 255
+
+    assert main(["evaluate", "--checkpoint", str(out), "--attack", "pgd", "--checks", "0"]) == 0
+    assert "(pgd-2 ce+cw x1, eps 8/255)" in capsys.readouterr().out
+    assert json.loads((out / "evaluate_pgd" / "metrics.json").read_text())["eval/eps"] == 8 / 255
+
+    chosen = tmp_path / "chosen"
+    args = ["finetune", "--checkpoint", str(run), "--protocol", "slf", "--out", str(chosen),
+            *sets([*TINY, "eval.eps=0.05"])]
+    assert main(args) == 0
+    assert "(pgd-2 ce+cw x1, eps 0.05);" in capsys.readouterr().out
+    ft = yaml.safe_load((chosen / "config.yaml").read_text())
+    assert (ft["eval"]["eps"], ft["eval"]["alpha"]) == (0.05, 0)  # step eps/4, as on digits
+    assert json.loads((chosen / "metrics.json").read_text())["eval/eps"] == 0.05
+
+
+def test_evaluate_moves_an_old_cifar_classifier_off_the_digits_eps(cifar_run, tmp_path, capsys) -> None:
+    """A classifier finetuned before the defaults followed the data (no threat_model record, eps 0.1
+    on CIFAR) is tested at 8/255, with a warning; --eps 0.1 keeps the old radius."""
+    run, _ = cifar_run
+    out = tmp_path / "old"
+    args = ["finetune", "--checkpoint", str(run), "--protocol", "slf", "--out", str(out), *sets(TINY)]
+    assert main(args) == 0
+    state = load_checkpoint(out)
+    state["config"].pop("threat_model")  # as the older code saved it, at the digits default
+    state["config"]["eval"].update(eps=0.1, alpha=0.0)
+    save_checkpoint(out / CHECKPOINT, state)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out), "--checks", "0", "--out", str(tmp_path / "e1")]) == 0
+    printed = capsys.readouterr().out
+    assert "eps 8/255)" in printed and "digits default eps 0.1 on cifar10" in printed
+    assert json.loads((tmp_path / "e1" / "metrics.json").read_text())["eval/eps"] == 8 / 255
+    assert main(["evaluate", "--checkpoint", str(out), "--checks", "0", "--eps", "0.1",
+                 "--out", str(tmp_path / "e2")]) == 0
+    printed = capsys.readouterr().out
+    assert "eps 0.1)" in printed and "warning" not in printed
+    assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["eval/eps"] == 0.1
+
+
+def test_cifar_semisup_gets_the_cifar_threat_model(cifar_run, tmp_path, capsys, monkeypatch) -> None:
+    """The config acl-ray semisup builds for a CIFAR checkpoint (the run itself is tested on digits in
+    test_cli.py and tests/algorithm/test_semisup.py; on ResNet-18 it would add a minute here)."""
+    import acl_ray.algorithm.semisup as semisup_module
+
+    run, _ = cifar_run
+    given = []
+
+    def fake(checkpoint, cfg, out):
+        given.append(cfg)
+        acc = {"eval/standard_acc": 0.5, "eval/robust_acc": 0.25, "teacher/standard_acc": 0.5}
+        return {**acc, "semisup/labelled": 4, "eval/attack": "pgd-20 ce+cw x1", "eval/eps": cfg.eval.eps}
+
+    monkeypatch.setattr(semisup_module, "semisup", fake)
+    args = ["semisup", "--checkpoint", str(run), "--out", str(tmp_path / "semi")]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "(pgd-20 ce+cw x1, eps 8/255);" in capsys.readouterr().out
+    assert main([*args, "--set", "eval.eps=0.05"]) == 0
+    assert "eps 0.05);" in capsys.readouterr().out
+    default, chosen = given
+    assert (default.threat_model, default.eval.eps, default.eval.step_size, default.eval.steps) == (
+        "cifar10", 8 / 255, 2 / 255, 20)
+    assert (chosen.eval.eps, chosen.eval.step_size) == (0.05, 0.0125)
 
 
 def test_cifar_dynacl_air_pretrains_through_the_cli(cifar_run, tmp_path) -> None:

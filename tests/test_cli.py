@@ -1,20 +1,26 @@
 """``acl-ray`` on bad input: one ``error:`` line, exit code 2, no traceback, nothing written.
 
 Every bad input is built here (invalid YAML, truncated or random checkpoints, a pickled object,
-an empty CIFAR root) and goes through :func:`acl_ray.cli.main` as a user would type it.
+an empty CIFAR root) and goes through :func:`acl_ray.cli.main` as a user would type it. At the end:
+defaults that follow the checkpoint's data (digits keeps eps 0.1; CIFAR in test_cifar_pipeline.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import acl_ray.cli as cli
+from acl_ray.algorithm.finetune import random_checkpoint
+from acl_ray.algorithm.robustness import eps_name
 from acl_ray.cli import main
+from acl_ray.config.pretrain import Config
 
 BAD_YAML = "base:\n  attack: {eps: 0.1\n  run: [1, 2\n"
 
@@ -178,3 +184,53 @@ def test_programming_errors_keep_their_traceback(bug: Exception, monkeypatch: py
     monkeypatch.setattr(cli, "cmd_analyze", fails)
     with pytest.raises(type(bug)):
         main(["analyze", "somewhere"])
+
+
+# ----------------------------------------------------------------------------- defaults of the data
+
+FAST_DIGITS = ["finetune.epochs=1", "finetune.val_size=20", "eval.steps=2", "finetune.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained digits encoder as a pre-training run (no training: this is about the defaults)."""
+    return random_checkpoint(Config().override({"run.threads": 1}), tmp_path_factory.mktemp("digits") / "pre")
+
+
+def _sets(values: list[str]) -> list[str]:
+    return [a for v in values for a in ("--set", v)]
+
+
+def test_digits_checkpoint_keeps_eps_0_1(digits_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "alf"
+    capsys.readouterr()
+    assert main(["finetune", "--checkpoint", str(digits_run), "--protocol", "alf", "--out", str(out),
+                 *_sets([*FAST_DIGITS, "finetune.train_steps=1"])]) == 0
+    line = capsys.readouterr().out
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["threat_model"] == "digits" and saved["eval"]["eps"] == 0.1 and saved["eval"]["alpha"] == 0
+    assert saved["train_eps"] == 0.1  # ALF's PGD-10 at the test radius, step 0.025
+    assert json.loads((out / "metrics.json").read_text())["eval/eps"] == 0.1
+    assert "(pgd-2 ce+cw x1, eps 0.1);" in line
+
+
+def test_digits_semisup_keeps_eps_0_1(digits_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "semi"
+    knobs = ["semisup.teacher_epochs=1", "semisup.epochs=1", "semisup.train_steps=1", "semisup.val_size=20",
+             "semisup.threads=1", "eval.steps=2"]
+    capsys.readouterr()
+    assert main(["semisup", "--checkpoint", str(digits_run), "--out", str(out), *_sets(knobs)]) == 0
+    line = capsys.readouterr().out
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["threat_model"], saved["eval"]["eps"]) == ("digits", 0.1)
+    assert json.loads((out / "metrics.json").read_text())["eval/eps"] == 0.1
+    assert "(pgd-2 ce+cw x1, eps 0.1);" in line
+
+
+@pytest.mark.parametrize(
+    ("eps", "shown"),
+    [(0.1, "0.1"), (0.05, "0.05"), (0.2, "0.2"), (8 / 255, "8/255"), (2 / 255, "2/255"), (16 / 255, "16/255"),
+     (0.0314, "0.0314"), (1 / 3, "85/255"), (0.123456, "0.1235")],
+)
+def test_eps_is_named_as_people_write_it(eps: float, shown: str) -> None:
+    assert eps_name(eps) == shown

@@ -143,13 +143,29 @@ def finetune_state(
     }
 
 
-def finetune(checkpoint_dir: str | Path, cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Finetune the encoder in ``checkpoint_dir`` by ``cfg.protocol``; write metrics, classifier, config."""
-    cfg = cfg.resolved()
-    start = time.perf_counter()
+def load_pretrained(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """The state of a pre-training run (its directory or checkpoint file); a classifier is refused."""
     state = load_checkpoint(checkpoint_dir)
     if state["signature"].get("kind") == "classifier":
         raise ValueError(f"{str(checkpoint_dir)!r} holds a finetuned classifier: pass a pre-training run")
+    return state
+
+
+def pretrained_dataset(checkpoint_dir: str | Path) -> str:
+    """The ``data.name`` a pre-training run was trained on (its saved config): what its
+    finetuning defaults follow (:func:`acl_ray.config.protocols.threat_model`)."""
+    return Config.from_dict(load_pretrained(checkpoint_dir)["config"]).data.name
+
+
+def finetune(checkpoint_dir: str | Path, cfg: FinetuneConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Finetune the encoder in ``checkpoint_dir`` by ``cfg.protocol``; write metrics, classifier, config.
+
+    ``cfg`` runs as given: ``acl-ray finetune`` builds it with the checkpoint's dataset threat model
+    first (``threat_model``), then the preset and ``--set`` values.
+    """
+    cfg = cfg.resolved()
+    start = time.perf_counter()
+    state = load_pretrained(checkpoint_dir)
     route = resolve_route(cfg.route, state["signature"]["routes"], str(checkpoint_dir))
     out = require_empty(out_dir)
     device = resolve_device(cfg.device)

@@ -223,11 +223,23 @@ def evaluate_checkpoint(
 
     The classifier's own eval settings apply, then ``overrides`` (``eval.<field>``), ``attack`` and
     ``eps``. PGD always runs (AutoAttack is compared with it); the first ``checks`` test points get
-    :func:`masking_checks`, whose warnings land in ``eval/warnings``.
+    :func:`masking_checks`, whose warnings land in ``eval/warnings``. A classifier saved before
+    finetuning followed the data, still at the digits eps 0.1 on CIFAR, is tested at its dataset's
+    threat model (:meth:`~acl_ray.config.protocols.FinetuneConfig.follow_data`) unless an eps is given.
     """
     values = dict(overrides or {})
     values.update({k: v for k, v in (("eval.attack", attack), ("eval.eps", eps)) if v is not None})
     clf, ft, pre = load_classifier(path)
+    warnings: list[str] = []
+    if not any(k.removeprefix("finetune.") == "eval.eps" for k in values):
+        followed = ft.follow_data(pre.data.name)
+        if followed.eval != ft.eval:
+            warnings.append(
+                f"{str(path)!r} was finetuned at the digits default eps {eps_name(ft.eval.eps)} on "
+                f"{pre.data.name}: tested at {pre.data.name}'s eps {eps_name(followed.eval.eps)} "
+                f"(--eps {ft.eval.eps} keeps the old radius)"
+            )
+        ft = followed
     ft = ft.override(values)
     device = resolve_device(ft.device)
     set_threads(ft.threads)
@@ -241,7 +253,6 @@ def evaluate_checkpoint(
         "eval/standard_acc": accuracy(clf, x, y), "eval/pgd_robust_acc": pgd_acc, "eval/robust_acc": pgd_acc,
         "eval/eps": ev.eps, "eval/attack": pgd_name(ev),
     }
-    warnings: list[str] = []
     aa_acc = None
     if ev.attack == "autoattack":
         aa_acc = autoattack_accuracy(
@@ -263,7 +274,17 @@ def pgd_name(cfg: EvalConfig) -> str:
     return f"pgd-{cfg.steps} {'+'.join(cfg.losses)} x{cfg.restarts}"
 
 
+def eps_name(eps: float) -> str:
+    """An L-inf radius as people write it: ``0.1`` or ``0.05`` when three digits say it exactly,
+    else ``8/255`` for a whole number of 8-bit levels, else four significant digits (``0.0314``)."""
+    short, levels = f"{eps:.3g}", eps * 255
+    if float(short) == eps:
+        return short
+    return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-6 else f"{eps:.4g}"
+
+
 __all__ = [
-    "AA_ATTACKS", "ATTACKS", "EvalConfig", "accuracy", "autoattack_accuracy", "evaluate_checkpoint",
-    "masking_checks", "pgd_name", "predict", "robust_accuracy", "robust_mask", "zero_gradient_fraction",
+    "AA_ATTACKS", "ATTACKS", "EvalConfig", "accuracy", "autoattack_accuracy", "eps_name",
+    "evaluate_checkpoint", "masking_checks", "pgd_name", "predict", "robust_accuracy", "robust_mask",
+    "zero_gradient_fraction",
 ]

@@ -57,10 +57,21 @@ def prepare_run_dir(out: str | Path, cfg: Config, resume: bool) -> Path:
 
 
 def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    path = Path(out) / METRICS
-    if not path.exists():
+    """The rows of ``metrics.jsonl``: a last line without its newline (being written by a running
+    run, or torn by a kill) is not a row yet."""
+    try:
+        text = (Path(out) / METRICS).read_text()
+    except FileNotFoundError:
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in text.split("\n")[:-1]:  # what follows the last newline is "" or a partial line
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def truncate_metrics(out: str | Path, last_epoch: int) -> None:

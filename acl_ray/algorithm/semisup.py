@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import yaml
 
 from acl_ray.algorithm.attacks import AttackSpec, pgd_classifier
-from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from acl_ray.algorithm.checkpoint import CHECKPOINT, save_checkpoint
 from acl_ray.algorithm.classifier import (
     Classifier,
     encoder_from_state,
@@ -37,7 +37,7 @@ from acl_ray.algorithm.classifier import (
     split_tensors,
 )
 from acl_ray.algorithm.data import load_datasets
-from acl_ray.algorithm.finetune import METRICS
+from acl_ray.algorithm.finetune import METRICS, load_pretrained
 from acl_ray.algorithm.fit import fit
 from acl_ray.algorithm.losses import semisup_loss
 from acl_ray.algorithm.robustness import accuracy, pgd_name, robust_accuracy
@@ -88,9 +88,7 @@ def semisup(
     """
     start = time.perf_counter()
     out = require_empty(out_dir)
-    state = load_checkpoint(checkpoint_dir)
-    if state["signature"].get("kind") == "classifier":
-        raise ValueError(f"{str(checkpoint_dir)!r} holds a finetuned classifier: pass a pre-training run")
+    state = load_pretrained(checkpoint_dir)
     routes, src = state["signature"]["routes"], str(checkpoint_dir)
     for name in ("teacher_route", "route"):  # "auto" resolves to adv when present
         v = getattr(cfg, name)

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from acl_ray.config.fields import Settings, check, choice
+from acl_ray.config.fields import S, Settings, check, choice
 
 ATTACKS = ("pgd", "autoattack")
 LOSSES = ("ce", "cw")
@@ -20,6 +20,28 @@ LOSSES = ("ce", "cw")
 AA_VERSIONS = ("fast", "standard")
 AA_ATTACKS = {"fast": ("apgd-ce", "apgd-t"), "standard": ("apgd-ce", "apgd-t", "fab-t", "square")}
 
+# The test attack a dataset's robust accuracy is reported at, as ``eval.*`` keys; one per
+# ``data.name``. Digits (and the synthetic test images): eps 0.1, PGD-20 (DESIGN.md), the EvalConfig
+# defaults. CIFAR: eps 8/255, PGD-20, as the ACL paper and RobustSSL. Both step eps/4 (alpha 0;
+# CIFAR: 2/255), so an eps given with --set keeps a quarter step. The training attacks of ALF, AFF
+# and semisup follow ``eval.eps`` (``train_eps`` 0) with step train_eps/4: 8/255 and 2/255 on CIFAR.
+_DIGITS_THREAT: dict[str, object] = {"eval.eps": 0.1, "eval.alpha": 0.0, "eval.steps": 20}
+_CIFAR_THREAT: dict[str, object] = {"eval.eps": 8 / 255, "eval.alpha": 0.0, "eval.steps": 20}
+THREAT_MODELS: dict[str, dict[str, object]] = {
+    "digits": _DIGITS_THREAT, "synthetic": _DIGITS_THREAT,
+    "cifar10": _CIFAR_THREAT, "cifar100": _CIFAR_THREAT,
+}
+
+
+def threat_model(dataset: str) -> dict[str, object]:
+    """The default test attack of ``dataset`` (a ``data.name``) as ``eval.*`` override keys.
+
+    ``acl-ray finetune`` / ``semisup`` apply it (as ``threat_model: <data.name>``) before a preset
+    and ``--set``, so a CIFAR checkpoint is tested at 8/255 unless the user says otherwise.
+    """
+    check(dataset in THREAT_MODELS, "threat_model", f"one of {', '.join(THREAT_MODELS)}", dataset)
+    return dict(THREAT_MODELS[dataset])
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(Settings):
@@ -27,7 +49,7 @@ class EvalConfig(Settings):
 
     prefix: ClassVar[str] = "eval"
 
-    eps: float = 0.1  # L-inf radius (digits default; paper, CIFAR: 8/255)
+    eps: float = 0.1  # L-inf radius (digits; a CIFAR checkpoint's default is 8/255: THREAT_MODELS)
     alpha: float = 0.0  # PGD step size; 0 = eps / 4
     steps: int = 20  # PGD iterations (paper: 20)
     restarts: int = 1  # random starts per loss; a point must survive all of them
@@ -72,7 +94,7 @@ DEFAULT_LR = {"adam": 1e-2, "sgd": 0.05}
 # tables mean. Test attack: PGD-20 at 8/255 with step 2/255, and AutoAttack standard through
 # ``acl-ray evaluate`` (the RobustSSL leaderboard's number). Selection: validation robust accuracy
 # every epoch on the whole 5,000-image validation split, as the official ``train_trades.py``.
-_CIFAR_EVAL = {"eval.eps": 8 / 255, "eval.alpha": 2 / 255, "eval.steps": 20, "eval.attack": "autoattack",
+_CIFAR_EVAL = {**_CIFAR_THREAT, "eval.alpha": 2 / 255, "eval.attack": "autoattack",
                "eval.aa_version": "standard"}
 _CIFAR_FIT = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 2e-4, "lr_schedule": "step",
               "augment": "crop_flip", "select_every": 1, "val_size": 5000, "train_steps": 10, **_CIFAR_EVAL}
@@ -91,8 +113,28 @@ PRESETS: dict[str, dict[str, object]] = {
     "robustssl-aff": {**_CIFAR_FIT, "protocol": "aff", "lr": 0.1, "batch_size": 128, "epochs": 100,
                       "milestones": (40, 60), "beta": 6.0},
     # The embedded digits setting (DESIGN.md): today's defaults; its tables add AutoAttack standard.
-    "digits": {"eval.attack": "autoattack", "eval.aa_version": "standard"},
+    "digits": {**_DIGITS_THREAT, "eval.attack": "autoattack", "eval.aa_version": "standard"},
 }
+
+
+_Table = Mapping[str, Mapping[str, object]]  # name -> the override values it stands for (PRESETS)
+
+
+def _layered(cfg: S, values: Mapping[str, Any], layers: Mapping[str, _Table]) -> S:
+    """``Settings.override`` with named layers under the other keys: for each field of ``layers`` in
+    its order (``threat_model``, then ``preset``) that ``values`` names, the table's values for that
+    name apply first and the name is kept in the field as a record (``""``: none). The other keys
+    apply last. ``field`` and ``<prefix>.field`` both work; the last one given wins.
+    """
+    rest = dict(values)
+    for field, table in layers.items():
+        given = [k for k in rest if k in (field, f"{cfg.prefix}.{field}")]
+        if not given:
+            continue
+        name = str([rest.pop(k) for k in given][-1])
+        check(name in ("", *table), f"{cfg.prefix}.{field}", f"one of {', '.join(table)} (or empty)", name)
+        cfg = Settings.override(cfg, {**table.get(name, {}), field: name})
+    return Settings.override(cfg, rest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +161,7 @@ class FinetuneConfig(Settings):
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = the CPUs this process may use
     preset: str = ""  # the published protocol these values came from (PRESETS), "" = none; a record
+    threat_model: str = ""  # data.name whose eval.* defaults were applied first (THREAT_MODELS); a record
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # test attack, keys eval.*
 
     def __post_init__(self) -> None:
@@ -136,6 +179,8 @@ class FinetuneConfig(Settings):
         choice("finetune.augment", self.augment, FINETUNE_AUGMENTS)
         check(self.preset in ("", *PRESETS), "finetune.preset", f"one of {', '.join(PRESETS)} (or empty)",
               self.preset)
+        check(self.threat_model in ("", *THREAT_MODELS), "finetune.threat_model",
+              f"one of {', '.join(THREAT_MODELS)} (or empty)", self.threat_model)
         choice("finetune.protocol", self.protocol, PROTOCOLS)
         choice("finetune.route", self.route, ROUTES)
         choice("finetune.optimizer", self.optimizer, OPTIMIZERS)
@@ -153,18 +198,25 @@ class FinetuneConfig(Settings):
         check(self.threads >= 0, "finetune.threads", ">= 0", self.threads)
 
     def override(self, values: Mapping[str, Any]) -> FinetuneConfig:
-        """As :meth:`Settings.override`, but a ``preset`` key applies that published protocol first
-        (its values replace these), then the other keys; so ``{preset: acl-aff, epochs: 3}`` is the
-        official AFF for 3 epochs, in a sweep file's ``final`` section as on the command line.
+        """As :meth:`Settings.override`, but a ``threat_model`` key applies that dataset's test attack
+        first (:func:`threat_model`), then a ``preset`` key that published protocol, then the other
+        keys; so ``{threat_model: cifar10, preset: acl-aff, epochs: 3}`` is the official AFF for 3
+        epochs, in a sweep file's ``final`` section as on the command line.
         """
-        rest = dict(values)
-        names = [rest.pop(k) for k in ("preset", "finetune.preset") if k in rest]
-        cfg = self
-        if names:
-            name = str(names[-1])
-            check(name in ("", *PRESETS), "finetune.preset", f"one of {', '.join(PRESETS)} (or empty)", name)
-            cfg = Settings.override(self, {**PRESETS.get(name, {}), "preset": name})
-        return Settings.override(cfg, rest)
+        return _layered(self, values, {"threat_model": THREAT_MODELS, "preset": PRESETS})
+
+    def follow_data(self, dataset: str) -> FinetuneConfig:
+        """This config, saved before ``threat_model`` was recorded, for a model of ``dataset``: when
+        its ``eval.eps`` is still the default (0.1, digits'), the dataset's threat model replaces the
+        ``eval.*`` values left at their defaults; such a config got the digits radius on CIFAR
+        (25.5/255). A recorded threat model, a preset or a chosen eps is kept as it is.
+        """
+        default = EvalConfig()
+        if self.threat_model or self.preset or self.eval.eps != default.eps:
+            return self
+        left = {k: v for k, v in threat_model(dataset).items()  # "eval.<field>" keys still at the default
+                if getattr(self.eval, k[5:]) == getattr(default, k[5:])}
+        return Settings.override(self, {**left, "threat_model": dataset})
 
     @classmethod
     def from_preset(cls, name: str) -> FinetuneConfig:
@@ -213,6 +265,7 @@ class SemisupConfig(Settings):
     val_size: int = 1000  # validation images used for selection (the first of the split)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = the CPUs this process may use
+    threat_model: str = ""  # data.name whose eval.* defaults were applied first (THREAT_MODELS); a record
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # test attack, keys eval.*
 
     def __post_init__(self) -> None:
@@ -231,6 +284,13 @@ class SemisupConfig(Settings):
         check(0 <= self.train_eps <= 1, "semisup.train_eps", "in [0, 1] (0 = eval.eps)", self.train_eps)
         check(0 <= self.labelled_batch <= self.batch_size, "semisup.labelled_batch",
                f"in [0, batch_size={self.batch_size}] (0 = proportional)", self.labelled_batch)
+        check(self.threat_model in ("", *THREAT_MODELS), "semisup.threat_model",
+              f"one of {', '.join(THREAT_MODELS)} (or empty)", self.threat_model)
+
+    def override(self, values: Mapping[str, Any]) -> SemisupConfig:
+        """As :meth:`Settings.override`, but a ``threat_model`` key applies that dataset's test attack
+        (:func:`threat_model`) before the other keys."""
+        return _layered(self, values, {"threat_model": THREAT_MODELS})
 
 
 @dataclasses.dataclass(frozen=True)

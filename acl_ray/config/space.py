@@ -45,6 +45,17 @@ PAPER_POINT: dict[str, Any] = {
     "loss.temperature": 0.5,
     "data.batch_size": 512,
 }
+_DYNACL = {"augment.schedule": "dynacl", "loss.adv_weight_schedule": "dynacl"}  # ICLR 2023
+# Named reference points, as overrides of the base config: the rows a sweep has to beat. They are
+# the searcher's first trials (clipped into the space) and the confirmation's controls (as is).
+REFERENCES: dict[str, dict[str, Any]] = {
+    "paper": PAPER_POINT,  # the ACL paper's attack, temperature and batch
+    "acl": {},  # the base config itself (on digits: the tuned digits defaults)
+    "dynacl": _DYNACL,  # DynACL's two schedules at the base config
+    "dynacl-air": {**_DYNACL, "loss.air_weight": 0.5, "loss.sir_weight": 0.5},  # + AIR (NeurIPS 2023)
+}
+# Enqueued as first trials when the space holds every key the point sets (the paper point always).
+WARM_START = ("paper", "dynacl", "dynacl-air")
 
 
 def default_space(dataset: str) -> dict[str, dict[str, list[Any]]]:
@@ -84,21 +95,43 @@ def validate_space(spec: Mapping[str, Any], base: Config, max_batch: int | None 
             )
 
 
-def paper_point(spec: Mapping[str, Any], base: Config) -> dict[str, Any]:
-    """The paper's defaults for the searched keys (others take the base config's value).
+def _clipped(key: str, value: Any, dist: Mapping[str, Any]) -> Any:
+    """``value`` moved into the searched range (numbers to the nearest end or choice, others to the
+    first choice), so a reference point is a legal sample."""
+    kind, args = next(iter(dist.items()))
+    if kind == "choice":
+        if value not in args:  # the nearest number, or the first value of other kinds
+            numeric = all(isinstance(a, int | float) and not isinstance(a, bool) for a in [*args, value])
+            value = min(args, key=lambda a: abs(float(a) - float(value))) if numeric else args[0]
+    else:
+        value = min(max(value, args[0]), args[1])
+    return int(value) if kind == "int" else value
 
-    Values outside a searched range are clipped into it so the point is a legal sample.
-    """
+
+def reference_point(name: str, spec: Mapping[str, Any], base: Config) -> dict[str, Any]:
+    """The named reference (``REFERENCES``) for the searched keys (others take the base config's
+    value), clipped into the space."""
+    ref = REFERENCES[name]
     point: dict[str, Any] = {}
     for key, dist in spec.items():
-        section, name = key.split(".")
-        value = PAPER_POINT.get(key, getattr(getattr(base, section), name))
-        kind, args = next(iter(dist.items()))
-        if kind == "choice":
-            if value not in args:  # the nearest number, or the first value of other kinds
-                numeric = all(isinstance(a, int | float) and not isinstance(a, bool) for a in [*args, value])
-                value = min(args, key=lambda a: abs(float(a) - float(value))) if numeric else args[0]
-        else:
-            value = min(max(value, args[0]), args[1])
-        point[key] = int(value) if kind == "int" else value
+        section, name_ = key.split(".")
+        point[key] = _clipped(key, ref.get(key, getattr(getattr(base, section), name_)), dist)
     return point
+
+
+def paper_point(spec: Mapping[str, Any], base: Config) -> dict[str, Any]:
+    """The paper's defaults for the searched keys (others take the base config's value), clipped."""
+    return reference_point("paper", spec, base)
+
+
+def warm_start_points(spec: Mapping[str, Any], base: Config) -> list[tuple[str, dict[str, Any]]]:
+    """The reference points a sweep enqueues as its first trials, in order: the paper point always,
+    DynACL and DynACL-AIR when the space holds every key they set (a duplicate point is left out)."""
+    points: list[tuple[str, dict[str, Any]]] = []
+    for name in WARM_START:
+        if name != "paper" and not set(REFERENCES[name]) <= set(spec):
+            continue
+        point = reference_point(name, spec, base)
+        if all(point != p for _, p in points):
+            points.append((name, point))
+    return points

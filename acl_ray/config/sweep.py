@@ -25,12 +25,37 @@ import yaml
 from acl_ray.config.fields import Settings, check, choice, parse_set, read_yaml_mapping
 from acl_ray.config.pretrain import Config
 from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
-from acl_ray.config.space import default_space
+from acl_ray.config.space import REFERENCES, default_space
 
 SEARCHERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 RUNNERS = ("auto", "train")
 SWEEP_FILE = "sweep.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmConfig(Settings):
+    """After the search: the top trials and named controls trained again from scratch at full length
+    (``run.epochs``) with fresh seeds, as Tune trials (``acl-ray confirm DIR`` for a finished sweep)."""
+
+    prefix: ClassVar[str] = "sweep.confirm"
+
+    top_k: int = 0  # the best trials by the sweep's metric to confirm; 0 = no confirmation
+    seeds: int = 3  # fresh seeds per configuration (run.seed = 1000, 1001, ...: the same for all)
+    # (paper: the ACL paper's attack and batch; acl: the base config; dynacl; dynacl-air)
+    controls: tuple[str, ...] = ("paper", "dynacl")  # reference configs trained beside them (REFERENCES)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.controls, str):
+            names = tuple(c.strip() for c in self.controls.split(",") if c.strip())
+            object.__setattr__(self, "controls", names)
+        object.__setattr__(self, "controls", tuple(self.controls))
+        check(self.top_k >= 0, "sweep.confirm.top_k", "an integer >= 0", self.top_k)
+        check(self.seeds >= 2, "sweep.confirm.seeds", "an integer >= 2 (a spread needs two)", self.seeds)
+        for c in self.controls:
+            choice("sweep.confirm.controls", c, tuple(REFERENCES))
+        check(len(set(self.controls)) == len(self.controls), "sweep.confirm.controls", "without repeats",
+              ",".join(self.controls))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +65,11 @@ class SweepConfig(Settings):
     num_samples: int = 10  # trials in the sweep
     searcher: str = "tpe"  # tpe (Optuna TPE) | random (baseline) | nsga2 (val SA and RA, multi-objective)
     seed: int = 0  # searcher seed
-    startup_trials: int = 0  # TPE random start-up trials; 0 = max(2, num_samples // 3)
+    startup_trials: int = 0  # TPE start-up trials, reference points included; 0 = points + 2 (README)
     metric: str = "val/robust_acc"  # what the searcher maximises (the final protocol on validation)
     cost_objective: bool = False  # nsga2: also minimise time/train_s
-    paper_point: bool = True  # enqueue the paper's defaults as the first trial
+    # (the reference points: the paper's, DynACL / DynACL-AIR when the space holds their keys)
+    paper_point: bool = True  # enqueue the reference points as the first trials (warm_start_points)
     scheduler: str = "asha"  # asha (stops weak trials on proxy/robust_acc per epoch) | fifo
     grace_period: int = 4  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
@@ -57,6 +83,7 @@ class SweepConfig(Settings):
     max_failures: int = 1  # retries of a failed trial (Tune) and of a failed worker group (Train)
     proxy_every: int = 1  # epochs between proxy evaluations (also at the last epoch and ASHA rungs)
     storage: str = ""  # Ray storage for multi-node clusters (s3://..., NFS); "" = the --out folder
+    confirm: ConfirmConfig = ConfirmConfig()  # confirmation runs after the search (ConfirmConfig)
 
     def __post_init__(self) -> None:
         choice("sweep.searcher", self.searcher, SEARCHERS)
@@ -105,7 +132,6 @@ class Sweep:
         base = Config.from_dict(d.get("base") or {})
         sweep = SweepConfig.from_dict(d.get("sweep") or {})
         proxy = ProxyConfig.from_dict(d.get("proxy") or {})
-        final = FinetuneConfig.from_dict(d.get("final") or {})
         space = dict(d["space"]) if d.get("space") else None
         groups: dict[str, dict[str, Any]] = {"sweep": {}, "proxy": {}, "final": {}, "base": {}}
         for key, value in parse_set(overrides).items():
@@ -119,7 +145,10 @@ class Sweep:
         base = base.override(groups["base"])
         sweep = sweep.override(groups["sweep"])
         proxy = proxy.override(groups["proxy"])
-        final = final.override(groups["final"])
+        # the test attack follows the data (eps 8/255 on CIFAR) unless the final section says otherwise
+        final_d = dict(d.get("final") or {})
+        final_d.setdefault("threat_model", base.data.name)
+        final = FinetuneConfig.from_dict(final_d).override(groups["final"])
         return cls(base, space or default_space(base.data.name), sweep, proxy, final)
 
     def save(self, folder: Path) -> None:

@@ -5,15 +5,19 @@ the last epoch reported them; the others are evaluated here, once, and cached in
 ``<sweep>/posthoc/<trial_id>.json`` (which :mod:`acl_ray.results.trials` reads back).
 
 :class:`Posthoc` (a Tune callback) launches a trial's evaluation as soon as the trial stops, so it
-runs while other trials still train; it asks for a trial worker's resources (``cpus_per_worker``,
-``gpus_per_worker``), so it waits for a free CPU like a trial does and never holds one a running
-trial needs. The sweep waits for the outstanding ones when Tune is done; :func:`complete_missing`
+runs while other trials still train. On CPU sweeps the task reserves no CPU: it starts at once,
+with ``cpus_per_worker`` threads, sharing the cores with the running trials for the seconds it takes
+(it is short next to a trial). Reserving a CPU made it wait for the end of the sweep: Tune keeps
+the stopped trial's process for the next trial (``reuse_actors``), so a CPU never came free while
+trials were pending. On GPU sweeps it asks for ``gpus_per_worker`` GPUs (a device cannot be shared
+through Ray's logical resources) and so waits for one. The sweep waits for the outstanding ones
+when Tune is done; :func:`complete_missing`
 covers what is left (trials stopped in an earlier run of a resumed sweep).
 """
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,14 +29,14 @@ import ray.tune
 from acl_ray.config.sweep import Sweep
 from acl_ray.console import log
 from acl_ray.orchestration.trial import shares_data
-from acl_ray.results.trials import POSTHOC_DIR
+from acl_ray.results.trials import POSTHOC_DIR, write_json
 
 # (trial id, metrics or None while it runs / after a failure): how the live table hears of it
 Notify = Callable[[str, dict[str, Any] | None], None]
 
 
 def _posthoc(
-    checkpoint_path: str, final: dict[str, Any], data_cfg: dict[str, Any], data: Any
+    checkpoint_path: str, final: dict[str, Any], data_cfg: dict[str, Any], data: Any, threads: int
 ) -> dict[str, Any]:
     from ray.train import Checkpoint
 
@@ -43,7 +47,7 @@ def _posthoc(
     from acl_ray.config.pretrain import DataConfig
     from acl_ray.config.protocols import FinetuneConfig
 
-    set_threads(0)
+    set_threads(threads)
     device = resolve_device("auto")
     with Checkpoint(checkpoint_path).as_directory() as d:  # local folder, S3 or GCS
         state = load_checkpoint(d, map_location=device)
@@ -62,14 +66,17 @@ def _launch(
     """The evaluation task of the trial with (searched) ``config``; ``data``: the base datasets."""
     cfg = s.base.override(config)
     shared = data if shares_data(s.base, cfg) else None  # else the task loads the trial's own
-    task = ray.remote(num_cpus=s.sweep.cpus_per_worker, num_gpus=s.sweep.gpus_per_worker)(_posthoc)
-    return task.remote(checkpoint_path, s.final.to_dict(), cfg.to_dict()["data"], shared)
+    sw = s.sweep
+    cpus = sw.cpus_per_worker if sw.gpus_per_worker else 0  # see the module docstring
+    task = ray.remote(num_cpus=cpus, num_gpus=sw.gpus_per_worker)(_posthoc)
+    threads = max(1, int(sw.cpus_per_worker))
+    return task.remote(checkpoint_path, s.final.to_dict(), cfg.to_dict()["data"], shared, threads)
 
 
 def _write(out: Path, trial_id: str, metrics: dict[str, Any]) -> None:
     cache = out / POSTHOC_DIR
     cache.mkdir(exist_ok=True)
-    (cache / f"{trial_id}.json").write_text(json.dumps(metrics, indent=2))
+    write_json(cache / f"{trial_id}.json", metrics)  # atomic: the live table and analyze read it
 
 
 def complete_missing(
@@ -108,10 +115,11 @@ class Posthoc(ray.tune.Callback):
         self.s, self.out, self.notify = s, out, notify
         self._ckpt: dict[str, str] = {}  # trial id -> latest reported checkpoint
         self._pending: dict[str, ray.ObjectRef] = {}
+        self._stopped: dict[str, float] = {}  # trial id -> monotonic time it stopped (for the lag)
         self._data = data  # the base datasets in the object store
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_ckpt": {}, "_pending": {}, "_data": None}
+        return {**self.__dict__, "_ckpt": {}, "_pending": {}, "_stopped": {}, "_data": None}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get("checkpoint_path"):
@@ -127,6 +135,7 @@ class Posthoc(ray.tune.Callback):
 
             self._data = ray.put(load_datasets(self.s.base.data))
         self._pending[trial.trial_id] = _launch(self.s, str(path), dict(trial.config), self._data)
+        self._stopped[trial.trial_id] = time.monotonic()
         if self.notify is not None:
             self.notify(trial.trial_id, None)
 
@@ -146,6 +155,8 @@ class Posthoc(ray.tune.Callback):
             except ray.exceptions.RayError as e:  # left to complete_missing at the end
                 log(f"post-hoc evaluation of trial {tid} failed: {' '.join(str(e).split())[:300]}")
                 continue
+            # seconds from the trial's stop to its numbers reaching the table and posthoc/
+            metrics["time/posthoc_lag_s"] = round(time.monotonic() - self._stopped.pop(tid), 2)
             if self.out.is_dir():
                 _write(self.out, tid, metrics)
             if self.notify is not None:

@@ -11,7 +11,7 @@ full protocol from their last checkpoint, as Ray tasks started while the other t
 
 from __future__ import annotations
 
-import math
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,17 +25,20 @@ from ray.tune.search.optuna import OptunaSearch
 
 from acl_ray.algorithm.data import load_datasets
 from acl_ray.algorithm.run_dir import require_empty
-from acl_ray.config.space import paper_point, validate_space
+from acl_ray.config.space import validate_space, warm_start_points
 from acl_ray.config.sweep import SWEEP_FILE, Sweep
 from acl_ray.console import log
 from acl_ray.orchestration.cluster import reclaim_orphaned_placement_groups
+from acl_ray.orchestration.confirm import run_confirmation
 from acl_ray.orchestration.experiment import local_experiment
 from acl_ray.orchestration.live_table import TrialTable
 from acl_ray.orchestration.posthoc import Posthoc, complete_missing
 from acl_ray.orchestration.ray_train import ensure_ray
+from acl_ray.orchestration.resources import concurrency, experiment_path, trial_resources
 from acl_ray.orchestration.sweep_logs import keep_logs, link_logs
 from acl_ray.orchestration.trial import in_process, make_trainable
-from acl_ray.results.summary import summary_rows, write_summary
+from acl_ray.results.confirm import CONFIRM_DIR, PLAN_FILE
+from acl_ray.results.summary import SUMMARY_FILE, summary_rows, write_summary
 from acl_ray.results.trials import POSTHOC_DIR, read_trials
 
 PROXY_METRIC = "proxy/robust_acc"
@@ -66,49 +69,6 @@ class ProxyOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def trial_resources(s: Sweep) -> tuple[dict[str, float], dict[str, float]]:
-    """(resources of the Tune trial process, one trial's total need) for scheduling and concurrency.
-
-    A trial that trains in its own process takes a worker's CPUs (and GPUs); a TorchTrainer's driver
-    only waits, so it takes a ``TRAIN_DRIVER`` (or 0.01 CPU) and its workers the rest.
-    """
-    sw = s.sweep
-    if in_process(s):
-        own = {"CPU": sw.cpus_per_worker, **({"GPU": sw.gpus_per_worker} if sw.gpus_per_worker else {})}
-        return own, {"CPU": sw.cpus_per_worker, "GPU": sw.gpus_per_worker}
-    driver = {"CPU": 0.01} if "TRAIN_DRIVER" not in ray.cluster_resources() else {"TRAIN_DRIVER": 1.0}
-    need = {
-        "CPU": sw.workers * sw.cpus_per_worker + driver.get("CPU", 0.0),
-        "GPU": sw.workers * sw.gpus_per_worker,
-    }
-    return driver, need
-
-
-def experiment_path(s: Sweep, out: Path) -> str:
-    """Where Tune keeps the experiment: ``out`` itself, or ``sweep.storage/<out name>`` (S3, NFS)."""
-    return f"{s.sweep.storage.rstrip('/')}/{out.name}" if s.sweep.storage else str(out)
-
-
-def concurrency(s: Sweep) -> int:
-    """Trials that fit at once; raises when not even one fits (the sweep would wait forever).
-
-    On an autoscaling cluster whose GPU nodes are not up yet, ``sweep.max_concurrent`` is trusted.
-    """
-    have = ray.cluster_resources()
-    _, need = trial_resources(s)
-    fits = [math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
-    n = min(fits)
-    if n < 1 and s.sweep.max_concurrent:
-        log(
-            f"the cluster has no room for a trial yet; trusting sweep.max_concurrent={s.sweep.max_concurrent}"
-        )
-        return min(s.sweep.max_concurrent, s.sweep.num_samples)
-    if n < 1:
-        missing = ", ".join(f"{v:g} {k} (cluster has {have.get(k, 0):g})" for k, v in need.items() if v > 0)
-        raise ValueError(f"A trial needs {missing}: lower sweep.workers / cpus_per_worker / gpus_per_worker")
-    return min(n, s.sweep.max_concurrent or n, s.sweep.num_samples)
-
-
 def to_tune(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Tune domains for a validated spec (``int`` is inclusive of its upper end)."""
     out: dict[str, Any] = {}
@@ -125,9 +85,18 @@ def to_tune(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def startup_trials(s: Sweep) -> int:
+    """TPE's start-up trials: the enqueued reference points, then a few random ones (2 up to 100
+    trials, 10 from 100 on, Optuna's default) before the model proposes every trial."""
+    refs = len(warm_start_points(s.space, s.base)) if s.sweep.paper_point else 0
+    return s.sweep.startup_trials or refs + max(2, min(10, s.sweep.num_samples // 10))
+
+
 def build_searcher(s: Sweep) -> OptunaSearch:
+    """Optuna through Tune, told the reference points first (``sweep.paper_point``): the paper's,
+    and DynACL / DynACL-AIR where the space holds their keys, clipped into it."""
     sw = s.sweep
-    points = [paper_point(s.space, s.base)] if sw.paper_point else None
+    points = [p for _, p in warm_start_points(s.space, s.base)] if sw.paper_point else None
     if sw.searcher == "nsga2":
         metrics = ["val/standard_acc", "val/robust_acc"] + (["time/train_s"] if sw.cost_objective else [])
         modes = ["max", "max"] + (["min"] if sw.cost_objective else [])
@@ -138,8 +107,7 @@ def build_searcher(s: Sweep) -> OptunaSearch:
     if sw.searcher == "random":
         sampler = optuna.samplers.RandomSampler(seed=sw.seed)
     else:
-        startup = sw.startup_trials or max(2, sw.num_samples // 3)
-        sampler = optuna.samplers.TPESampler(n_startup_trials=startup, seed=sw.seed)
+        sampler = optuna.samplers.TPESampler(n_startup_trials=startup_trials(s), seed=sw.seed)
     return ProxyOptunaSearch(metric=sw.metric, mode="max", sampler=sampler, points_to_evaluate=points)
 
 
@@ -219,7 +187,8 @@ def run_sweep(
         concurrency(s)  # fails here, before anything is written, if no trial fits
         out.mkdir(parents=True, exist_ok=True)
         s.save(out)
-        return _fit(s, out, build_tuner(s, out, data=ray.put(data)), analysis)
+        ref = ray.put(data)
+        return _fit(s, out, build_tuner(s, out, data=ref), analysis, ref)
     finally:
         _end(out, started)
 
@@ -244,7 +213,7 @@ def resume_sweep(
             if freed:
                 log(f"gave back {len(freed)} placement group(s) left by the killed sweep driver")
         data = ray.put(load_datasets(s.base.data))
-        return _fit(s, out, build_tuner(s, out, restore=True, data=data), analysis)
+        return _fit(s, out, build_tuner(s, out, restore=True, data=data), analysis, data)
     finally:
         _end(out, started)
 
@@ -254,20 +223,70 @@ def _quiet(verbose: bool) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "[I ...] A new study created" lines
 
 
-def _fit(s: Sweep, out: Path, tuner: ray.tune.Tuner, analysis: bool) -> list[dict[str, Any]]:
+def _fit(
+    s: Sweep, out: Path, tuner: ray.tune.Tuner, analysis: bool, data: ray.ObjectRef | None
+) -> list[dict[str, Any]]:
     logs = link_logs(out)
     log(f"sweep {out}: Ray's worker logs in {logs or 'the Ray session folder'}")
     tuner.fit()
     rows = summarize(s, out)
+    if s.sweep.confirm.top_k or _confirming(out):
+        run_confirmation(s, out, rows, data)
     if analysis:
-        from acl_ray.results.analyze import analyze
-
-        try:
-            chosen = analyze(out, show=False)
-            log(f"analysis (selected trial {chosen['trial_id']}): {out / 'analysis' / 'report.md'}")
-        except ValueError as e:  # e.g. no trial finished: the summary says why
-            log(f"no analysis: {e}")
+        _analyze(out)
     return rows
+
+
+def _confirming(out: Path) -> bool:
+    """A confirmation was started in ``out`` (by ``acl-ray confirm``): a resumed sweep finishes it."""
+    return (out / CONFIRM_DIR / PLAN_FILE).is_file()
+
+
+def confirm_sweep(
+    out: str | Path,
+    address: str | None = None,
+    verbose: bool = False,
+    overrides: Sequence[str] = (),
+    analysis: bool = True,
+) -> dict[str, Any]:
+    """``acl-ray confirm DIR``: confirm a finished sweep (or finish an interrupted confirmation).
+
+    ``overrides``: ``sweep.confirm.*`` settings (``--set``) for a confirmation not started yet; a
+    started one keeps its plan.
+    """
+    out = Path(out).resolve()
+    if not (out / SWEEP_FILE).is_file():
+        raise ValueError(f"{str(out)!r} is not a sweep folder (no {SWEEP_FILE})")
+    from acl_ray.config.sweep import load_sweep
+
+    bad = [o for o in overrides if not o.startswith("sweep.confirm.")]
+    if bad:
+        raise ValueError(f"Illegal --set {bad[0]!r}: acl-ray confirm takes sweep.confirm.* keys only")
+    s = load_sweep(out / SWEEP_FILE, overrides)
+    if not s.sweep.confirm.top_k and not s.sweep.confirm.controls and not _confirming(out):
+        raise ValueError("Illegal sweep.confirm: top_k is 0 and there are no controls; nothing to confirm")
+    if not (out / SUMMARY_FILE).is_file():
+        raise ValueError(f"{str(out)!r} has no {SUMMARY_FILE}: finish it first (acl-ray sweep --resume)")
+    started = ensure_ray(address, quiet=not verbose)
+    _quiet(verbose)
+    try:
+        rows = json.loads((out / SUMMARY_FILE).read_text())["trials"]
+        conf = run_confirmation(s, out, rows, ray.put(load_datasets(s.base.data)))
+        if analysis:
+            _analyze(out)
+        return conf
+    finally:
+        _end(out, started)
+
+
+def _analyze(out: Path) -> None:
+    from acl_ray.results.analyze import analyze
+
+    try:
+        chosen = analyze(out, show=False)
+        log(f"analysis (selected trial {chosen['trial_id']}): {out / 'analysis' / 'report.md'}")
+    except ValueError as e:  # e.g. no trial finished: the summary says why
+        log(f"no analysis: {e}")
 
 
 def _end(out: Path, started: bool) -> None:

@@ -21,8 +21,9 @@ import yaml
 from acl_ray.config.pretrain import Config
 from acl_ray.config.space import paper_point
 from acl_ray.config.sweep import SWEEP_FILE, Sweep, load_sweep
+from acl_ray.results.confirm import confirmation_markdown, read_confirmation
 from acl_ray.results.summary import FINAL_KEYS
-from acl_ray.results.trials import POSTHOC_DIR, local_checkpoint, read_trials
+from acl_ray.results.trials import POSTHOC_DIR, Trial, local_checkpoint, read_trials
 
 SELECT_RULES = ("best", "knee", "min-sa")
 METRICS = (*FINAL_KEYS, "proxy/standard_acc", "proxy/robust_acc")
@@ -42,6 +43,7 @@ TRIAL_TAIL = pa.schema(
         ("epochs", pa.int32()),  # last reported pre-training epoch (0 = none)
         *((k, pa.float64()) for k in FINAL_KEYS),  # the full protocol; null when neither final nor posthoc
         ("eval_source", pa.string()),  # final (last epoch) | posthoc (after ASHA stopped it) | null
+        ("eval_epoch", pa.int32()),  # epoch of the model the full protocol evaluated (see _eval_epoch)
         ("proxy/standard_acc", pa.float64()),  # last reported proxy values
         ("proxy/robust_acc", pa.float64()),
         ("time/total_s", pa.float64()),  # Tune's time_total_s (wall clock of the trial, all restores)
@@ -88,6 +90,18 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _eval_epoch(t: Trial, source: str | None) -> int | None:
+    """The epoch of the model behind the trial's val/eval numbers: the last epoch (final), or the
+    epoch of the last reported checkpoint, the one the post-hoc evaluation loaded (posthoc)."""
+    if source == "final":
+        row = t.final
+    elif source == "posthoc":
+        row = next((r for r in reversed(t.results) if r.get("checkpoint_path")), None)
+    else:
+        row = None
+    return None if row is None else int(row["epoch"])
+
+
 def load_trials(folder: Path, s: Sweep) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of trials.parquet and epochs.parquet (as dicts keyed by the schemas' column names)."""
     sw = s.sweep
@@ -118,6 +132,7 @@ def load_trials(folder: Path, s: Sweep) -> tuple[list[dict[str, Any]], list[dict
                 "epochs": t.epoch,
                 **{k: metrics.get(k) for k in FINAL_KEYS},
                 "eval_source": source,
+                "eval_epoch": _eval_epoch(t, source),
                 "proxy/standard_acc": t.latest("proxy/standard_acc"),
                 "proxy/robust_acc": t.latest("proxy/robust_acc"),
                 "time/total_s": seconds,
@@ -229,6 +244,18 @@ def check_args(folder: Path, rule: str, metric: str, min_sa: float | None) -> No
         raise ValueError(f"{str(folder)!r} is not a sweep folder: it has no {SWEEP_FILE}")
 
 
+def confirmed_points(s: Sweep, conf: dict[str, Any] | None, metric: str) -> list[dict[str, Any]]:
+    """Confirmed configurations as points of the parameter plots: every searched key (the base value
+    where a control does not set it) and ``mean``, ``std``, ``seeds`` of ``metric``."""
+    out = []
+    for r in (conf or {}).get("rows", []):
+        if r[metric]["mean"] is None:
+            continue
+        keys = {k: r["overrides"].get(k, s.base.to_dict()[k.split(".")[0]][k.split(".")[1]]) for k in s.space}
+        out.append({**keys, "mean": r[metric]["mean"], "std": r[metric]["std"], "seeds": len(r["seeds"])})
+    return out
+
+
 def analyze(
     folder: str | Path,
     rule: str = "best",
@@ -238,11 +265,12 @@ def analyze(
 ) -> dict[str, Any]:
     """Write ``folder/analysis/``: trials.parquet, epochs.parquet, best_config.yaml, importance.csv,
     pareto.png, params.png, curves.png, importance.png and report.md; print rich tables (``show``).
+    Importance and the parameter plots compare trials at one budget (``acl_ray.results.budget``).
 
     Returns the selected trial's row. Bad input raises a one-line ``ValueError`` before any file
     is written.
     """
-    from acl_ray.results import plots as plots
+    from acl_ray.results import plots, report
 
     folder = Path(folder).resolve()
     check_args(folder, rule, metric, min_sa)
@@ -267,6 +295,9 @@ def analyze(
         f"# sweep {folder.name}, trial {chosen['trial_id']}, selected by --select {rule_text} on {metric}\n"
         f"# acl-ray pretrain --config best_config.yaml --out RUN\n{text}"
     )
-    notes = plots.write_all(out, s, rows, epochs, metric, chosen, pareto_rows(rows, metric))
-    plots.write_report(out, folder, s, rows, metric, rule_text, chosen, notes, show)
+    conf = read_confirmation(folder, metric) if metric in FINAL_KEYS else None
+    confirmed = confirmed_points(s, conf, metric)
+    notes = plots.write_all(out, s, rows, epochs, metric, chosen, pareto_rows(rows, metric), confirmed)
+    notes["confirmation"] = confirmation_markdown(conf) if conf else None
+    report.write_report(out, folder, s, rows, metric, rule_text, chosen, notes, show)
     return chosen

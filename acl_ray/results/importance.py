@@ -1,13 +1,30 @@
-"""Parameter importance of a finished sweep: Optuna's fANOVA on an in-memory study of its trials.
+"""Parameter importance of a finished sweep: Optuna's fANOVA on an in-memory study of its trials,
+one study per budget (:mod:`acl_ray.results.budget`), never over values of mixed epochs.
 
 The one use of Optuna below the orchestration layer (Optuna imports neither Ray nor torch).
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from acl_ray.config.sweep import Sweep
+from acl_ray.results.budget import Budget
+
+CSV_HEAD = ("budget", "epoch", "metric", "trials", "param", "importance")  # importance.csv
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """The importances of the searched keys at one budget."""
+
+    budget: Budget
+    importance: list[tuple[str, float]]  # (key, fraction), largest first; [] when not computed
+    note: str  # how it was computed, or why not
 
 
 def importance(s: Sweep, rows: list[dict[str, Any]], metric: str) -> tuple[list[tuple[str, float]], str]:
@@ -43,3 +60,22 @@ def importance(s: Sweep, rows: list[dict[str, Any]], metric: str) -> tuple[list[
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     imp = optuna.importance.get_param_importances(study, evaluator=evaluator)
     return [(k, float(v)) for k, v in imp.items()], f"Optuna fANOVA (seed 0) on {len(values)} trials"
+
+
+def rank(s: Sweep, budgets: Sequence[Budget]) -> list[Ranking]:
+    """``importance`` at each budget (a skipped budget keeps its reason as the note)."""
+    out = []
+    for b in budgets:
+        imp, note = ([], b.skipped) if b.skipped else importance(s, b.rows, b.metric)
+        out.append(Ranking(b, imp, note))
+    return out
+
+
+def write_csv(path: Path, rankings: Sequence[Ranking]) -> None:
+    """importance.csv: one row per (budget, key); a budget without importances has no row."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_HEAD)
+        for r in rankings:
+            b = r.budget
+            w.writerows((b.name, b.epoch, b.metric, len(b.rows), k, v) for k, v in r.importance)

@@ -6,7 +6,6 @@ protocol from ``posthoc/<trial_id>.json`` once it has been run (``acl_ray.orches
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from rich.table import Table
 from acl_ray.config.pretrain import Config
 from acl_ray.config.sweep import Sweep
 from acl_ray.console import console
-from acl_ray.results.trials import Trial
+from acl_ray.results.trials import Trial, write_json
 
 # The full protocol, reported at a trial's last epoch: val = selection split, eval = test split.
 FINAL_KEYS = ("val/standard_acc", "val/robust_acc", "eval/standard_acc", "eval/robust_acc")
@@ -78,7 +77,7 @@ def write_summary(s: Sweep, out: Path, rows: list[dict[str, Any]]) -> dict[str, 
     table, return the best row."""
     best = best_row(rows)
     summary = {"trials": rows, "best": best, "metric": s.sweep.metric, "config": s.to_dict()}
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / SUMMARY_FILE, summary)
     if best is not None:
         Config.from_dict(best["resolved_config"]).to_yaml(out / BEST_CONFIG_FILE)
     print_summary(rows, best, list(s.space))

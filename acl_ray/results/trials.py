@@ -7,12 +7,18 @@ returns), and one folder per trial, ``<trainable>_<trial_id>_<index>_<params>_<d
 ``error.txt``. The sweep folder adds ``posthoc/<trial_id>.json``: the full protocol run after ASHA
 stopped a trial. Reading the files (not ``ray.tune.ExperimentAnalysis``) works the same on
 finished, failed and killed sweeps, and needs neither Ray nor torch.
+
+A running sweep's files are read while Tune (and the post-hoc tasks) write them: an empty, missing
+or half-written file is "not there yet", never an error. ``result.json`` keeps every complete line
+(one that ends with a newline) and drops a partial last one; a JSON file that does not parse is
+skipped until it does (an older ``experiment_state-*.json`` is used meanwhile).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -53,14 +59,50 @@ class Trial:
         return next((r[key] for r in reversed(self.results) if r.get(key) is not None), None)
 
 
+def _text(path: Path | None) -> str | None:
+    """The file's text, or None when it is missing or vanishes while read (renamed, cleaned up)."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(errors="replace")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def read_json(path: Path | None) -> Any:
+    """A JSON file's content, or None while it is missing, empty or only partly written."""
+    text = _text(path)
+    if not text or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON through a temporary file and a rename: a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def complete_lines(text: str | None) -> list[str]:
+    """The lines of a line-delimited file that are complete: a last line without its newline is
+    still being written (or was torn by a kill) and is left out."""
+    if not text:
+        return []
+    lines = text.split("\n")
+    return lines[:-1]  # the part after the last newline is "" or a partial line
+
+
 def read_reports(trial_dir: Path | None) -> list[dict[str, Any]]:
     """Every reported result in report order: an epoch trained again after a failure appears twice.
 
-    A torn last line (a sweep killed mid-write) is skipped.
+    A partial last line (being written, or torn by a kill) and lines that do not parse are skipped.
     """
     rows: list[dict[str, Any]] = []
-    path = trial_dir / "result.json" if trial_dir else None
-    for line in path.read_text().splitlines() if path and path.is_file() else []:
+    for line in complete_lines(_text(trial_dir / "result.json" if trial_dir else None)):
         try:
             r = json.loads(line)
         except json.JSONDecodeError:
@@ -78,10 +120,10 @@ def read_results(trial_dir: Path | None) -> list[dict[str, Any]]:
 
 def error_reason(trial_dir: Path | None) -> str | None:
     """The last exception line of the trial's ``error.txt`` (at most 300 characters), or None."""
-    path = trial_dir / "error.txt" if trial_dir else None
-    if not path or not path.is_file():
+    text = _text(trial_dir / "error.txt" if trial_dir else None)
+    if text is None:
         return None
-    lines = [x.strip() for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
     errors = [x for x in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", x)]
     return (errors or lines or ["(empty error.txt)"])[-1][:300]
 
@@ -91,12 +133,28 @@ def _index(tag: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
+def _saved_trials(experiment: Path) -> list[dict[str, Any]]:
+    """The trials' metadata in Tune's newest readable ``experiment_state-*.json`` ([] before any)."""
+    for path in sorted(experiment.glob("experiment_state-*.json"), reverse=True):
+        state = read_json(path)
+        if not isinstance(state, dict):
+            continue  # being written: an older state, if any, is the last complete one
+        metas = []
+        for entry in state.get("trial_data", []):
+            try:
+                meta = json.loads(entry[0])
+            except (json.JSONDecodeError, TypeError, IndexError):
+                continue
+            if isinstance(meta, dict) and meta.get("trial_id"):
+                metas.append(meta)
+        return metas
+    return []
+
+
 def _listed(experiment: Path, unsaved: bool) -> list[dict[str, Any]]:
     """(id, index, status, config, folder) per trial: Tune's saved state, then folders it missed."""
     trials: dict[str, dict[str, Any]] = {}
-    states = sorted(experiment.glob("experiment_state-*.json"))
-    for meta_s, _ in json.loads(states[-1].read_text()).get("trial_data", []) if states else []:
-        meta = json.loads(meta_s)
+    for meta in _saved_trials(experiment):
         logdir = meta.get("relative_logdir")
         trials[meta["trial_id"]] = {
             "trial_id": meta["trial_id"],
@@ -106,17 +164,20 @@ def _listed(experiment: Path, unsaved: bool) -> list[dict[str, Any]]:
             "dir": experiment / logdir if logdir and (experiment / logdir).is_dir() else None,
         }
     for d in sorted(experiment.glob("*_*_*_*")):  # <trainable>_<trial_id>_<index>_<params>_<date>
-        m = re.match(r"^.+?_([0-9a-f]{5,})_(\d+)_", d.name)
-        if not d.is_dir() or not m or not (d / "params.json").is_file():
+        # a searcher's trial id is hex ("b4dcda5d"); a grid's has the variant number ("6012a_00003")
+        m = re.match(r"^.+?_([0-9a-f]{5,}(?:_\d{5})?)_(\d+)_", d.name)
+        if not d.is_dir() or not m or (m.group(1) not in trials and not unsaved):
             continue
-        if m.group(1) not in trials and not unsaved:
+        if m.group(1) in trials:
+            trials[m.group(1)]["dir"] = trials[m.group(1)]["dir"] or d
             continue
-        t = trials.setdefault(
-            m.group(1),
-            {"trial_id": m.group(1), "trial_index": int(m.group(2)), "status": "UNKNOWN", "dir": None},
-        )
-        t["dir"] = t["dir"] or d
-        t.setdefault("config", json.loads((d / "params.json").read_text()))
+        params = read_json(d / "params.json")
+        if not isinstance(params, dict):
+            continue  # Tune has not finished writing the new trial's config: not there yet
+        trials[m.group(1)] = {
+            "trial_id": m.group(1), "trial_index": int(m.group(2)), "status": "UNKNOWN", "dir": d,
+            "config": params,
+        }
     return sorted(trials.values(), key=lambda t: (t["trial_index"], t["trial_id"]))
 
 
@@ -139,11 +200,15 @@ def read_trials(experiment: str | Path, posthoc: Path | None = None, unsaved: bo
                 config=t["config"],
                 results=read_results(t["dir"]),
                 error=error_reason(t["dir"]),
-                posthoc=json.loads(cached.read_text()) if cached is not None and cached.is_file() else None,
+                posthoc=_dict_or_none(read_json(cached)),
                 dir=t["dir"],
             )
         )
     return trials
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def local_checkpoint(folder: Path, trial_id: str, path: str | None) -> str | None:

@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from acl_ray.algorithm.run_dir import prepare_run_dir, require_empty
+from acl_ray.algorithm.run_dir import METRICS, prepare_run_dir, read_metrics, require_empty
 from acl_ray.config.pretrain import Config
 
 
@@ -23,3 +25,13 @@ def test_a_new_run_refuses_a_non_empty_folder(tmp_path) -> None:
     with pytest.raises(ValueError, match="is not empty: choose another --out"):
         prepare_run_dir(tmp_path, Config(), resume=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_metrics_of_a_running_run_leave_out_the_row_being_written(tmp_path) -> None:
+    assert read_metrics(tmp_path) == []
+    rows = [{"epoch": 1, "train/loss": 4.0}, {"epoch": 2, "train/loss": 3.5}]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    for cut in range(len(text) + 1):  # every moment of the writes
+        (tmp_path / METRICS).write_text(text[:cut])
+        got = read_metrics(tmp_path)
+        assert got == rows[: text[:cut].count("\n")]

@@ -168,3 +168,61 @@ def test_a_preset_applies_first_then_the_other_keys() -> None:
     assert (final.protocol, final.lr, final.epochs, final.milestones) == ("slf", 0.01, 2, (10, 20))
     with pytest.raises(ValueError, match="Illegal finetune.preset='acl'"):
         FinetuneConfig().override({"preset": "acl"})
+
+
+def test_every_dataset_has_a_threat_model() -> None:
+    from acl_ray.config.pretrain import DATASETS
+    from acl_ray.config.protocols import THREAT_MODELS
+
+    assert set(THREAT_MODELS) == set(DATASETS)
+
+
+@pytest.mark.parametrize("cls", [FinetuneConfig, SemisupConfig])
+def test_threat_model_of_the_data_then_preset_then_set(cls) -> None:
+    key = f"{cls.prefix}.threat_model"
+    digits = cls().override({key: "digits"})
+    assert digits.threat_model == "digits" and digits.eval == cls().eval  # digits: exactly today's values
+    assert digits.eval.eps == 0.1 and digits.eval.step_size == 0.025
+    for name in ("cifar10", "cifar100"):
+        c = cls().override({key: name})
+        assert (c.threat_model, c.eval.eps, c.eval.step_size, c.eval.steps) == (name, 8 / 255, 2 / 255, 20)
+        assert cls.from_dict(c.to_dict()) == c  # config.yaml reloads to the same values
+    chosen = cls().override({key: "cifar10", "eval.eps": 0.05})  # an explicit eps wins, step eps/4
+    assert (chosen.eval.eps, chosen.eval.step_size, chosen.threat_model) == (0.05, 0.0125, "cifar10")
+    assert cls().override({key: "cifar10", "threat_model": "digits"}).eval.eps == 0.1  # the last one given
+    with pytest.raises(ValueError, match=f"Illegal {key}='mnist': must be one of digits"):
+        cls().override({key: "mnist"})
+
+
+def test_preset_wins_over_the_threat_model_in_any_key_order() -> None:
+    first, second = {"preset": "digits"}, {"threat_model": "cifar10"}
+    for values in ({**first, **second}, {**second, **first}):
+        c = FinetuneConfig().override(values)
+        assert (c.eval.eps, c.eval.alpha, c.preset, c.threat_model) == (0.1, 0.0, "digits", "cifar10")
+    c = FinetuneConfig().override({"threat_model": "digits", "preset": "robustssl-alf"})
+    assert (c.eval.eps, c.eval.alpha) == (8 / 255, 2 / 255)
+
+
+@pytest.mark.parametrize("protocol", ["alf", "aff"])
+def test_cifar_training_attack_follows_the_threat_model(protocol) -> None:
+    c = FinetuneConfig().override({"threat_model": "cifar10", "protocol": protocol}).resolved()
+    assert c.train_eps == 8 / 255 and c.train_eps / 4 == 2 / 255  # PGD-10 / TRADES step train_eps / 4
+    c = FinetuneConfig().override({"threat_model": "cifar10", "protocol": protocol, "eval.eps": 4 / 255})
+    assert c.resolved().train_eps == 4 / 255
+
+
+@pytest.mark.parametrize(
+    ("saved", "dataset", "eps", "steps"),
+    [
+        ({}, "cifar10", 8 / 255, 20),  # saved before the record: the digits default on CIFAR
+        ({"eval.steps": 2}, "cifar100", 8 / 255, 2),  # values chosen then are kept
+        ({}, "digits", 0.1, 20),
+        ({"eval.eps": 0.05}, "cifar10", 0.05, 20),  # a chosen eps is kept
+        ({"threat_model": "cifar10", "eval.eps": 0.1}, "cifar10", 0.1, 20),  # recorded: 0.1 was chosen
+        ({"preset": "digits"}, "cifar10", 0.1, 20),
+    ],
+)
+def test_follow_data_fixes_only_unrecorded_defaults(saved, dataset, eps, steps) -> None:
+    c = FinetuneConfig().override(saved).follow_data(dataset)
+    assert (c.eval.eps, c.eval.steps) == (eps, steps)
+    assert c.eval.step_size == eps / 4

@@ -1,6 +1,5 @@
 """Ray Train wrapper on a small local cluster: fault recovery and resource checks."""
 
-import json
 import os
 import signal
 import threading
@@ -11,6 +10,7 @@ import pytest
 import ray
 from ray.util.state import list_actors
 
+from acl_ray.algorithm.run_dir import read_metrics
 from acl_ray.cli import main
 from acl_ray.config.pretrain import Config
 from acl_ray.orchestration.ray_train import check_request, cluster_check, run_pretrain_ray
@@ -24,8 +24,7 @@ def cluster():
 
 
 def rows(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return read_metrics(out)  # a row being written is not there yet
 
 
 def wait_for(cond, timeout: float = 180.0) -> None:

@@ -1,16 +1,16 @@
 """Stop a whole Ray Train run (Ctrl-C on its driver) and resume it to the end with --resume."""
 
-import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from acl_ray.algorithm.run_dir import read_metrics
+
 
 def rows(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return read_metrics(out)  # a row being written is not there yet
 
 
 def cli(out: Path, *extra: str) -> list[str]:

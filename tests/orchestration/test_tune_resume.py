@@ -11,14 +11,15 @@ from pathlib import Path
 import yaml
 
 from acl_ray.algorithm.checkpoint import load_checkpoint
+from acl_ray.results.trials import read_reports
 from tests.orchestration.test_tune import SMALL
 
 
 def finished(out: Path) -> dict[str, dict]:
     """The final reported row of every trial that has reported its full evaluation."""
     done = {}
-    for f in out.glob("train_driver_*/result.json"):
-        lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    for d in out.glob("train_driver_*"):
+        lines = read_reports(d)  # a line being written is not there yet
         if lines and lines[-1].get("val/robust_acc") is not None:
             done[lines[-1]["trial_id"]] = lines[-1]
     return done
@@ -63,14 +64,7 @@ def test_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path) -> No
 
 
 def reports(out: Path) -> list[dict]:
-    rows = []
-    for f in out.glob("train_driver_*/result.json"):
-        for line in f.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line being written
-                continue
-    return rows
+    return [r for d in out.glob("train_driver_*") for r in read_reports(d)]
 
 
 def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path) -> None:

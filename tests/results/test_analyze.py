@@ -1,5 +1,6 @@
 """``acl-ray analyze`` on fake sweep folders written in Tune's layout (no Ray cluster, no training)."""
 
+import csv
 import random
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from acl_ray.results.analyze import (
     select,
     trials_schema,
 )
+from acl_ray.results.importance import CSV_HEAD
 from tests.results.fake_sweep import SPEC, make_sweep
 
 FILES = (
@@ -54,6 +56,8 @@ def test_tables_read_back_to_the_documented_schema(tmp_path) -> None:
     assert [r["eval_source"] for r in rows] == ["final", "posthoc", None, "final"]
     assert [r["paper_point"] for r in rows] == [True, False, False, False]
     assert rows[1]["val/robust_acc"] == 0.25 and rows[2]["val/robust_acc"] is None
+    assert [r["eval_epoch"] for r in rows] == [3, 1, None, 3]  # posthoc: its checkpoint's epoch
+    assert trials.schema.field("eval_epoch").type == pa.int32()
     assert rows[2]["error"] == "ValueError: Illegal attack.eps=2"
     # 30 s x 2 workers x 1.5 CPUs = 90 CPU-seconds
     assert rows[0]["device_hours"] == pytest.approx(30.0 * 2 * 1.5 / 3600)
@@ -64,7 +68,12 @@ def test_tables_read_back_to_the_documented_schema(tmp_path) -> None:
     assert epochs.num_rows == 3 + 1 + 1 + 3
     report = (out / "report.md").read_text()
     assert "![Pareto front](pareto.png)" in report and "ValueError: Illegal attack.eps=2" in report
-    assert len((out / "importance.csv").read_text().splitlines()) == 1 + 3  # 3 trials with the metric
+    # the common rung is epoch 1 (the ASHA-stopped trial's last): 4 trials, 3 keys; 2 trials ran to
+    # run.epochs, too few for the full-length budget
+    imp = list(csv.DictReader((out / "importance.csv").open()))
+    assert [(r["budget"], r["epoch"], r["trials"]) for r in imp] == [("rung", "1", "4")] * 3
+    assert "full length: val/robust_acc at epoch 3 (2 trials)" in report
+    assert "skipped: 2 trial(s) ran to run.epochs = 3" in report
 
 
 def test_a_searched_string_key_is_a_column_a_plot_axis_and_an_importance(tmp_path) -> None:
@@ -75,7 +84,7 @@ def test_a_searched_string_key_is_a_column_a_plot_axis_and_an_importance(tmp_pat
     trials = pq.read_table(out / "trials.parquet")
     assert trials.schema.field("augment.schedule").type == pa.string()
     assert trials.column("augment.schedule").to_pylist() == ["constant", "dynacl", "dynacl", "constant"]
-    params = [line.split(",")[0] for line in (out / "importance.csv").read_text().splitlines()[1:]]
+    params = [r["param"] for r in csv.DictReader((out / "importance.csv").open())]
     assert "augment.schedule" in params
 
 
@@ -159,7 +168,7 @@ def test_killed_sweep_still_produces_every_file(tmp_path) -> None:
     ]
     assert rows[1]["epochs"] == 2 and rows[1]["val/robust_acc"] is None  # the torn line is skipped
     assert chosen["trial_index"] == 1
-    assert (out / "importance.csv").read_text().splitlines() == ["param,importance"]
+    assert (out / "importance.csv").read_text().splitlines() == [",".join(CSV_HEAD)]
     report = (out / "report.md").read_text()
     assert "skipped: 1 finished trial" in report and "killed or still running" in report
     # the learning curves of unfinished trials: the proxy needs no final metrics

@@ -2,7 +2,10 @@
 
 import json
 import shutil
+import threading
 from pathlib import Path
+
+import pytest
 
 from acl_ray.results.trials import POSTHOC_DIR, local_checkpoint, read_results, read_trials
 from tests.results.fake_sweep import FINAL, make_sweep
@@ -71,3 +74,98 @@ def test_a_real_sweep_folder(tmp_path) -> None:
     assert [t.final is not None for t in trials] == [True, False, False]
     assert [t.posthoc is not None for t in trials] == [False, True, True]
     assert trials[0].last["checkpoint_path"].startswith("/tmp/sw1/trial-e52eb644/")
+
+
+def _partial_writes(sweep: Path) -> list[tuple[Path, bytes]]:
+    """Every file of a finished fake sweep and its full content, to be written again piece by piece."""
+    files = [p for p in sorted(sweep.rglob("*")) if p.is_file() and p.suffix in (".json", ".txt")]
+    return [(p, p.read_bytes()) for p in files]
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(lambda b: b"", id="empty"),
+        pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
+        pytest.param(lambda b: b[:1], id="one-byte"),
+        pytest.param(lambda b: b.rstrip(b"\n"), id="no-final-newline"),
+    ],
+)
+def test_half_written_files_are_not_there_yet(tmp_path, cut) -> None:
+    sweep = make_sweep(tmp_path / "sw", strings=True)
+    full = {t.trial_id: t for t in read_trials(sweep, posthoc=sweep / POSTHOC_DIR)}
+    for path, content in _partial_writes(sweep):
+        path.write_bytes(cut(content))
+        for t in read_trials(sweep, posthoc=sweep / POSTHOC_DIR):  # never raises
+            done = full[t.trial_id]
+            assert t.results == done.results[: len(t.results)]  # a prefix of what will be there
+            assert t.config in ({}, done.config)
+            assert t.posthoc in (None, done.posthoc)
+        path.write_bytes(content)
+
+
+def test_a_result_line_without_its_newline_is_left_out_until_complete(tmp_path) -> None:
+    rows = [{"epoch": 1, "v": 1}, {"epoch": 2, "v": 2}]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "result.json").write_text(text.rstrip("\n"))  # the last line's newline not yet written
+    assert read_results(tmp_path) == rows[:1]
+    (tmp_path / "result.json").write_text(text)
+    assert read_results(tmp_path) == rows
+
+
+def test_an_older_saved_state_is_used_while_the_newest_is_written(tmp_path) -> None:
+    sweep = make_sweep(tmp_path / "sw")
+    (sweep / "experiment_state-2026-01-02_00-00-00.json").write_text('{"trial_data": [["{\\"tri')
+    assert [t.status for t in read_trials(sweep, unsaved=False)] == ["TERMINATED", "TERMINATED", "ERROR",
+                                                                      "TERMINATED"]
+
+
+def test_a_sweep_read_while_it_is_written(tmp_path) -> None:
+    """A writer thread rebuilds a sweep folder a few bytes at a time while the reader polls it."""
+    source = make_sweep(tmp_path / "done", strings=True)
+    full = {t.trial_id: t for t in read_trials(source, posthoc=source / POSTHOC_DIR)}
+    live = tmp_path / "live"
+    live.mkdir()
+    stop = threading.Event()
+
+    def write() -> None:
+        try:
+            for path, content in _partial_writes(source):
+                target = live / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb", buffering=0) as f:
+                    for i in range(0, len(content), 7):
+                        f.write(content[i : i + 7])
+        finally:
+            stop.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    polls = 0
+    while not stop.is_set() or polls == 0:
+        for t in read_trials(live, posthoc=live / POSTHOC_DIR):
+            done = full[t.trial_id]
+            assert t.results == done.results[: len(t.results)]
+            assert t.config in ({}, done.config)
+        polls += 1
+    writer.join()
+    final = read_trials(live, posthoc=live / POSTHOC_DIR)
+    assert [(t.trial_id, t.results, t.posthoc) for t in final] == [
+        (t.trial_id, t.results, t.posthoc) for t in full.values()
+    ]
+
+
+def test_grid_trial_ids_with_their_variant_number(tmp_path) -> None:
+    d = tmp_path / "confirm_driver_6012a_00003_3_confirm_run=3_2026-12-01_04-55-45"
+    d.mkdir()
+    (d / "params.json").write_text('{"confirm/run": 3}')
+    (d / "result.json").write_text('{"epoch": 1}\n')
+    meta = {"trial_id": "6012a_00003", "experiment_tag": "3_confirm_run=3", "status": "TERMINATED",
+            "config": {"confirm/run": 3}, "relative_logdir": d.name}
+    state = {"trial_data": [[json.dumps(meta), "{}"]]}
+    (tmp_path / "experiment_state-2026-12-01_04-55-45.json").write_text(json.dumps(state))
+    [t] = read_trials(tmp_path)  # the folder is the saved trial's, not a second one
+    assert (t.trial_id, t.trial_index, t.status, t.dir) == ("6012a_00003", 3, "TERMINATED", d)
+    (tmp_path / "experiment_state-2026-12-01_04-55-45.json").unlink()
+    [t] = read_trials(tmp_path)  # before Tune saved its state: found from the folder alone
+    assert (t.trial_id, t.trial_index, t.status) == ("6012a_00003", 3, "UNKNOWN")
