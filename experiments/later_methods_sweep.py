@@ -27,7 +27,7 @@ SWEEPS = {"acl": ROOT / "configs/sweep_digits.yaml", "later": ROOT / "configs/sw
 SMOKE = [
     "data.name=synthetic", "data.synthetic_size=1000", "run.epochs=1", "run.threads=1", "sweep.num_samples=2",
     "proxy.train_size=100", "proxy.val_size=50", "proxy.epochs=2", "proxy.steps=2",
-    "final.epochs=1", "final.threads=1", "final.val_size=50", "eval.steps=2",
+    "final.epochs=1", "final.threads=1", "final.val_size=50", "eval.steps=2", "sweep.confirm.top_k=0",
 ]
 KNOBS = ("augment.schedule", "loss.adv_weight_schedule", "loss.air_weight", "loss.sir_weight")
 

@@ -26,6 +26,7 @@ PLAN_FILE = "plan.json"  # in CONFIRM_DIR: what each confirmation trial trains
 CONFIRMATION_FILE = "confirmation.json"  # in the sweep folder: the statistics below
 METRICS = ("val/standard_acc", "val/robust_acc", "eval/standard_acc", "eval/robust_acc")
 RUN_KEY = "confirm/run"  # the Tune parameter of a confirmation trial: its index in the plan
+MIN_VERDICT_SEEDS = 3  # fewer paired seeds: the interval is reported, no verdict is given
 
 
 def t_quantile(df: int, q: float = 0.975) -> float:
@@ -55,6 +56,8 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[st
     mean = statistics.fmean(diffs)
     half = t_quantile(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     verdict = "beats" if mean - half > 0 else "worse" if mean + half < 0 else "within noise"
+    if len(diffs) < MIN_VERDICT_SEEDS:  # two equal differences give a zero-width interval
+        verdict = "too few seeds"
     return {**out, "mean": mean, "low": mean - half, "high": mean + half, "verdict": verdict}
 
 
@@ -123,8 +126,9 @@ def verdicts(conf: Mapping[str, Any], split: str = "eval") -> list[str]:
             continue
         for control, diffs in row["vs"].items():
             d = diffs[key]
-            if d["low"] is None:
-                lines.append(f"{row['label']} vs {control}: too few paired seeds to say.")
+            if d["verdict"] == "too few seeds":
+                lines.append(f"{row['label']} vs {control} on {name} RA: {d['n']} paired seed(s), fewer than "
+                             f"{MIN_VERDICT_SEEDS}: no verdict (sweep.confirm.seeds=3 or more).")
                 continue
             words = {"beats": "beats", "worse": "is worse than", "within noise": "is within noise of"}
             lines.append(

@@ -49,6 +49,8 @@ def test_pairs_only_seeds_both_finished() -> None:
     got = paired_difference({1: 0.6, 2: 0.7, 3: 0.8}, {2: 0.5, 3: 0.6})
     assert got["seeds"] == [2, 3] and got["n"] == 2 and got["mean"] == pytest.approx(0.2)
     assert paired_difference({1: 0.6}, {1: 0.5})["verdict"] == "too few seeds"
+    two = paired_difference({1: 0.6, 2: 0.7}, {1: 0.5, 2: 0.6})  # equal differences: a zero-width interval
+    assert two["low"] == two["high"] == pytest.approx(0.1) and two["verdict"] == "too few seeds"
 
 
 def test_a_confirmation_built_to_have_a_winner_a_tie_and_a_loser() -> None:
