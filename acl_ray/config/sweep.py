@@ -27,7 +27,7 @@ from acl_ray.config.pretrain import Config
 from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
 from acl_ray.config.space import REFERENCES, default_space
 
-SEARCHERS = ("tpe", "random", "nsga2")
+SEARCHERS = ("tpe", "random", "nsga2", "gp")
 SCHEDULERS = ("asha", "fifo")
 RUNNERS = ("auto", "train")
 SWEEP_FILE = "sweep.yaml"
@@ -63,9 +63,11 @@ class SweepConfig(Settings):
     prefix: ClassVar[str] = "sweep"
 
     num_samples: int = 10  # trials in the sweep
-    searcher: str = "tpe"  # tpe (Optuna TPE) | random (baseline) | nsga2 (val SA and RA, multi-objective)
+    # (nsga2: val SA and RA, multi-objective; gp: Optuna's Gaussian-process sampler, Bayesian
+    # optimisation, with TPE's start-up trials)
+    searcher: str = "tpe"  # tpe (Optuna TPE) | random (baseline) | nsga2 | gp (see above)
     seed: int = 0  # searcher seed
-    startup_trials: int = 0  # TPE start-up trials, reference points included; 0 = points + 2 (README)
+    startup_trials: int = 0  # TPE / GP start-up trials, reference points included; 0 = points + 2 (README)
     metric: str = "val/robust_acc"  # what the searcher maximises (the final protocol on validation)
     cost_objective: bool = False  # nsga2: also minimise time/train_s
     # (the reference points: the paper's, DynACL / DynACL-AIR when the space holds their keys)
@@ -83,6 +85,9 @@ class SweepConfig(Settings):
     max_failures: int = 1  # retries of a failed trial (Tune) and of a failed worker group (Train)
     proxy_every: int = 1  # epochs between proxy evaluations (also at the last epoch and ASHA rungs)
     storage: str = ""  # Ray storage for multi-node clusters (s3://..., NFS); "" = the --out folder
+    # the searches compared at equal cost: Tune ends the sweep (every trial) once its trials have
+    # trained this many epochs in all (each trial counts its highest reported epoch once)
+    budget_epochs: int = 0  # total training epochs of the sweep; 0 = no budget (num_samples ends it)
     confirm: ConfirmConfig = ConfirmConfig()  # confirmation runs after the search (ConfirmConfig)
 
     def __post_init__(self) -> None:
@@ -99,6 +104,7 @@ class SweepConfig(Settings):
         check(self.max_concurrent >= 0, "sweep.max_concurrent", ">= 0", self.max_concurrent)
         check(self.max_failures >= 0, "sweep.max_failures", ">= 0", self.max_failures)
         check(self.proxy_every >= 1, "sweep.proxy_every", ">= 1", self.proxy_every)
+        check(self.budget_epochs >= 0, "sweep.budget_epochs", "an integer >= 0", self.budget_epochs)
         choice("sweep.metric", self.metric, ("val/robust_acc", "val/standard_acc"))
 
 

@@ -69,6 +69,30 @@ class ProxyOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
+class EpochBudget(ray.tune.Stopper):
+    """Ends the sweep once its trials have trained ``budget`` epochs in all (``sweep.budget_epochs``).
+
+    Each trial counts its highest reported ``epoch`` once: a row reported again (``replayed`` after a
+    restore) or epochs trained again from an older checkpoint add nothing. Tune saves the stopper
+    with its experiment state, so a resumed sweep keeps the count.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.epochs: dict[str, int] = {}  # trial id -> highest epoch reported
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        self.epochs[trial_id] = max(self.epochs.get(trial_id, 0), int(result.get("epoch") or 0))
+        return False  # no single trial is stopped; stop_all ends them all
+
+    @property
+    def spent(self) -> int:
+        return sum(self.epochs.values())
+
+    def stop_all(self) -> bool:
+        return self.spent >= self.budget
+
+
 def to_tune(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Tune domains for a validated spec (``int`` is inclusive of its upper end)."""
     out: dict[str, Any] = {}
@@ -106,6 +130,8 @@ def build_searcher(s: Sweep) -> OptunaSearch:
         return ProxyOptunaSearch(metric=metrics, mode=modes, sampler=sampler, points_to_evaluate=points)
     if sw.searcher == "random":
         sampler = optuna.samplers.RandomSampler(seed=sw.seed)
+    elif sw.searcher == "gp":  # Bayesian optimisation (needs torch, which the trials need anyway)
+        sampler = optuna.samplers.GPSampler(n_startup_trials=startup_trials(s), seed=sw.seed)
     else:
         sampler = optuna.samplers.TPESampler(n_startup_trials=startup_trials(s), seed=sw.seed)
     return ProxyOptunaSearch(metric=sw.metric, mode="max", sampler=sampler, points_to_evaluate=points)
@@ -164,6 +190,7 @@ def build_tuner(
             storage_path=str(out.parent) if not sw.storage else sw.storage,
             verbose=0,  # the console is TrialTable's; Ray's worker output is in DIR/logs
             failure_config=ray.tune.FailureConfig(max_failures=sw.max_failures),
+            stop=EpochBudget(sw.budget_epochs) if sw.budget_epochs else None,
             # Posthoc first: when Tune ends it waits for the evaluations while the table still draws.
             callbacks=[Posthoc(s, out, table.posthoc, data), table, *callbacks],
         ),
