@@ -119,12 +119,11 @@ def wait_for(cond: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]
 
 def training_node(cluster: Cluster, rows: dict[str, list[dict[str, Any]]], epochs: int) -> Any:
     """The worker node of the rank-0 worker of a trial with at least 4 epochs still to train (its reports
-    carry that worker's pid), so removing the node certainly hits that trial, and after its recovery
-    it still has an epoch to report before its last one: the driver kill needs a trial mid-training
-    then, even when the loss lands in the sweep's last wave of trials (seen in CI)."""
-    pids = {r[-1].get("worker/pid") for r in rows.values() if r and len(r) <= epochs - 4}
-    actors = list_actors(address=cluster.address, filters=LIVE_WORKERS)
-    ids = {a.node_id for a in actors if a.pid in pids}
+    carry that worker's node id), so removing the node certainly hits that trial, and after its
+    recovery it still has an epoch to report before its last one: the driver kill needs a trial
+    mid-training then. Read from the reports, not Ray's state API, which answered too slowly on a
+    loaded one-core machine for the trial to still be early when the answer came (seen there)."""
+    ids = {r[-1].get("worker/node_id") for r in rows.values() if r and len(r) <= epochs - 4}
     return next((n for n in cluster.worker_nodes if n.node_id in ids), None)
 
 

@@ -80,7 +80,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0 and metrics_path:  # after report: a row on disk has its checkpoint persisted
             append_metrics(Path(metrics_path).parent, row)
 
-    extra = {"worker/pid": os.getpid(), "workers": world}
+    # where rank 0 runs: a fault harness finds the node to take down from the reports themselves
+    node = ray.get_runtime_context().get_node_id()
+    extra = {"worker/pid": os.getpid(), "worker/node_id": node, "workers": world}
     evals, replay = Evals.from_dict(config.get("eval")), bool(config.get("replay"))
     run_epochs(trainer, data, evals, report, extra, after_report, replay=replay)
 

@@ -114,7 +114,8 @@ def run_in_process(cfg: Config, data: Datasets, evals: Evals, run_dir: str) -> N
             metrics["checkpoint_path"] = store.dir
         ray.tune.report(metrics)  # [Ray] to the Tune driver (ASHA, the searcher, result.json)
 
-    run_epochs(trainer, data, evals, report, {"worker/pid": os.getpid(), "workers": 1}, replay=True)
+    where = {"worker/pid": os.getpid(), "worker/node_id": ray.get_runtime_context().get_node_id()}
+    run_epochs(trainer, data, evals, report, {**where, "workers": 1}, replay=True)
 
 
 def make_trainable(spec: dict[str, Any], storage: str) -> Callable[[dict[str, Any], dict[str, Any]], None]:

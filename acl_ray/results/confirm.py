@@ -73,9 +73,9 @@ def summarize_confirmation(
     by_label: dict[str, dict[str, Any]] = {}
     for i, run in enumerate(plan):
         for label, kind in zip(run["labels"], run["kinds"], strict=True):
-            entry = by_label.setdefault(
-                label, {"label": label, "kind": kind, "overrides": run["overrides"], "runs": {}}
-            )
+            new = {"label": label, "kind": kind, "overrides": run["overrides"], "runs": {}, "plan": set()}
+            entry = by_label.setdefault(label, new)
+            entry["plan"].add(i)
             if i in results and all(results[i].get(m) is not None for m in METRICS):
                 entry["runs"][run["seed"]] = {m: float(results[i][m]) for m in METRICS}
     controls = [lab for lab, e in by_label.items() if e["kind"] == "control"]
@@ -88,7 +88,7 @@ def summarize_confirmation(
             "vs": {},
         }
         for c in controls:
-            if c == label:
+            if c == label or by_label[c]["plan"] == e["plan"]:  # itself, or the very same runs
                 continue
             theirs = by_label[c]["runs"]
             row["vs"][c] = {m: paired_difference(per_metric[m], {s: r[m] for s, r in theirs.items()})
