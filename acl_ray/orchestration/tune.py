@@ -42,6 +42,10 @@ from acl_ray.results.summary import SUMMARY_FILE, summary_rows, write_summary
 from acl_ray.results.trials import POSTHOC_DIR, read_trials
 
 PROXY_METRIC = "proxy/robust_acc"
+# Tune writes each trial's result.json in a staging folder on the driver and copies it into the sweep
+# folder at most every sync_period (300 s by default): a live sweep folder (acl-ray analyze, the fault
+# benchmarks) lagged a whole trial behind on a slow machine. Copied at every experiment save instead.
+LIVE_SYNC = ray.tune.SyncConfig(sync_period=5)
 # The searcher's metric is only reported at a trial's last epoch (the full protocol); per-epoch
 # results carry the proxy instead. Tune would otherwise reject those results.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -190,6 +194,7 @@ def build_tuner(
             storage_path=str(out.parent) if not sw.storage else sw.storage,
             verbose=0,  # the console is TrialTable's; Ray's worker output is in DIR/logs
             failure_config=ray.tune.FailureConfig(max_failures=sw.max_failures),
+            sync_config=LIVE_SYNC,
             stop=EpochBudget(sw.budget_epochs) if sw.budget_epochs else None,
             # Posthoc first: when Tune ends it waits for the evaluations while the table still draws.
             callbacks=[Posthoc(s, out, table.posthoc, data), table, *callbacks],
