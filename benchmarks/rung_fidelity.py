@@ -134,10 +134,14 @@ def bootstrap_rho(x: list[float], y: list[float], reps: int = 2000, seed: int = 
     return [float(lo), float(hi)]
 
 
+def top_third(values: list[float]) -> list[int]:
+    """Indices of the top ceil(n/3) values (ASHA's keep at reduction factor 3); ties by position."""
+    return sorted(range(len(values)), key=lambda i: -values[i])[: math.ceil(len(values) / 3)]
+
+
 def top_third_regret(signal: list[float], target: list[float]) -> float:
-    """Best target minus the best target among the top ceil(n/3) by signal (ASHA's keep at factor 3)."""
-    kept = sorted(range(len(signal)), key=lambda i: -signal[i])[: math.ceil(len(signal) / 3)]
-    return max(target) - max(target[i] for i in kept)
+    """Best target minus the best target among the top third by signal."""
+    return max(target) - max(target[i] for i in top_third(signal))
 
 
 def signal(name: str, budget: int, values: list[float], target: list[float],
@@ -154,6 +158,7 @@ def signal(name: str, budget: int, values: list[float], target: list[float],
         # Among the better half by full val RA: the order a sweep's winner is chosen from.
         "rho_top_half": spearman([values[i] for i in top], [target[i] for i in top]),
         "top_third_regret": top_third_regret(values, target),
+        "top_third_shared": len(set(top_third(values)) & set(top_third(target))),  # of ceil(n/3)
     }
 
 
@@ -226,7 +231,8 @@ def fmt(x: float | None, nd: int = 3) -> str:
 def rho_cell(s: dict[str, Any]) -> str:
     interval = "-" if s["rho_90"] is None else f"{s['rho_90'][0]:.2f} .. {s['rho_90'][1]:.2f}"
     return (f"| {s['signal']} | {s['budget_epochs']} | {fmt(s['rho'])} | {interval} | "
-            f"{fmt(s['rho_top_half'])} | {fmt(s['rho_vs_seed_mean'])} | {s['top_third_regret']:.3f} |")
+            f"{fmt(s['rho_top_half'])} | {fmt(s['rho_vs_seed_mean'])} | {s['top_third_regret']:.3f} | "
+            f"{s['top_third_shared']} |")
 
 
 def by_schedule(result: dict[str, Any], columns: list[tuple[str, Any]]) -> list[str]:
@@ -262,16 +268,17 @@ def report(result: dict[str, Any]) -> str:
         f"epochs with the sweep's proxy after every epoch and {threat} on the validation split at the "
         f"end, plus short runs of {', '.join(map(str, a['shorts']))} epochs"
         + (" and a second seed" if not a["no_seed"] else "")
-        + f"; wall time {result['wall_s'] / 60:.1f} min with {a['jobs']} processes of 1 thread (load "
-        f"average {result['load_average'][0]:.1f} at the end, on {os.cpu_count()} CPUs). Spearman rho "
+        + f"; wall time {result['wall_s'] / 60:.1f} min with {a['jobs']} processes of 1 thread "
+        f"({sum(result['task_s_by_kind'].values()) / 60:.0f} min of task time in all; load average "
+        f"{result['load_average'][0]:.1f} at the end, on {os.cpu_count()} CPUs). Spearman rho "
         "against the full-length val RA (seed 0) with a 90% bootstrap interval over configurations, and "
         "over the better half of the configurations by that val RA only; "
         "regret: best val RA minus the best val RA among the top third by the signal (what ASHA keeps at "
-        "reduction factor 3).",
+        "reduction factor 3); shared: how many of that top third are in the top third by full val RA.",
         "",
         "| signal | budget (epochs per config) | rho vs full val RA | 90% interval | rho, better half "
-        "| rho vs 2-seed mean | top-third regret |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| rho vs 2-seed mean | top-third regret | top third shared (of {math.ceil(len(configs) / 3)}) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *[rho_cell(s) for s in shown],
         "",
         "Per epoch of the full-length run (rho of proxy@e): "
@@ -317,6 +324,12 @@ def findings(result: dict[str, Any]) -> list[str]:
         at = ", ".join(f"proxy@{r} rho {rho(f'proxy@{r}')}" for r in rungs)
         out.append(f"ASHA's signal at its rungs: {at}; the same proxy at the last epoch {e}: "
                    f"rho {rho(f'proxy@{e}')}.")
+    n3 = math.ceil(len(result["configs"]) / 3)
+    at = [by[f"proxy@{r}"] for r in sorted({4, 8, 12, e} & set(range(1, e + 1)))]
+    keep = ", ".join(f"epoch {s['budget_epochs']}: {s['top_third_shared']} (regret "
+                     f"{s['top_third_regret']:.3f})" for s in at)
+    out.append(f"The top third by the proxy (what ASHA keeps) holds, of the {n3} best by full val RA: "
+               f"{keep}.")
     good = [s for s in result["signals"]
             if s["signal"].startswith("proxy@") and s["rho"] is not None and s["rho"] >= 0.8]
     out.append(f"The full-length run's proxy first reaches rho >= 0.8 at epoch {good[0]['budget_epochs']}."
