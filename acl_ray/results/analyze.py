@@ -248,10 +248,11 @@ def confirmed_points(s: Sweep, conf: dict[str, Any] | None, metric: str) -> list
     """Confirmed configurations as points of the parameter plots: every searched key (the base value
     where a control does not set it) and ``mean``, ``std``, ``seeds`` of ``metric``."""
     out = []
+    base = s.base.to_dict()
     for r in (conf or {}).get("rows", []):
         if r[metric]["mean"] is None:
             continue
-        keys = {k: r["overrides"].get(k, s.base.to_dict()[k.split(".")[0]][k.split(".")[1]]) for k in s.space}
+        keys = {k: r["overrides"].get(k, base[k.split(".")[0]][k.split(".")[1]]) for k in s.space}
         out.append({**keys, "mean": r[metric]["mean"], "std": r[metric]["std"], "seeds": len(r["seeds"])})
     return out
 

@@ -10,8 +10,9 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
 
 from acl_ray.config.sweep import Sweep, SweepConfig, load_sweep
-from acl_ray.orchestration.tune import EpochBudget, build_searcher, startup_trials, to_tune
+from acl_ray.orchestration.tune import EpochBudget, build_searcher, startup_trials
 from tests.orchestration.test_tune import ROOT
+from tests.orchestration.test_warm_start import suggestions
 
 
 def reports(trials: int, epochs: int, seed: int) -> list[tuple[str, dict]]:
@@ -76,15 +77,8 @@ def test_budget_epochs_is_off_by_default_and_checked() -> None:
 
 
 def gp_suggestions(s: Sweep, n: int) -> list[dict]:
-    searcher = build_searcher(s)
-    searcher.set_search_properties(None, None, to_tune(s.space))
-    out = []
-    for i in range(n):
-        config = searcher.suggest(f"t{i}")
-        out.append(config)
-        # a smooth objective of eps: the GP has something to model
-        searcher.on_trial_complete(f"t{i}", {"val/robust_acc": 0.3 + config["attack.eps"], "epoch": 20})
-    return out
+    # a smooth objective of eps: the GP has something to model
+    return suggestions(s, n, value=lambda i, config: 0.3 + config["attack.eps"])
 
 
 def test_gp_is_optunas_gaussian_process_sampler_seeded_after_the_same_start_up_as_tpe() -> None:

@@ -9,14 +9,15 @@ from acl_ray.orchestration.tune import build_searcher, startup_trials, to_tune
 from tests.orchestration.test_tune import ROOT
 
 
-def suggestions(s: Sweep, n: int) -> list[dict]:
+def suggestions(s: Sweep, n: int, value=lambda i, config: 0.5 + 0.01 * i) -> list[dict]:
+    """The searcher's first ``n`` configs, each told back as finished with ``value(i, config)``."""
     searcher = build_searcher(s)
     searcher.set_search_properties(None, None, to_tune(s.space))
     out = []
     for i in range(n):
         config = searcher.suggest(f"t{i}")
         out.append(config)
-        searcher.on_trial_complete(f"t{i}", {"val/robust_acc": 0.5 + 0.01 * i, "epoch": 20})
+        searcher.on_trial_complete(f"t{i}", {"val/robust_acc": value(i, config), "epoch": 20})
     return out
 
 
