@@ -4,7 +4,6 @@ budget that cuts cases (and says why), at most 8 files, results on disk after ev
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -16,6 +15,8 @@ from types import ModuleType
 
 import pytest
 import torch
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
@@ -36,12 +37,7 @@ sys.meta_path.insert(0, _NotOnTheLease())
 
 @pytest.fixture(scope="module")
 def gc() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # its dataclass looks its module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def lease_env(tmp_path: Path) -> dict[str, str]:

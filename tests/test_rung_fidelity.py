@@ -1,6 +1,5 @@
 """benchmarks/rung_fidelity.py: its rank statistics on closed-form cases, and --smoke end to end."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,16 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "rung_fidelity.py"
 
 
 def load_module():  # benchmarks/ is not a package: import the script by path
-    spec = importlib.util.spec_from_file_location("rung_fidelity", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT)
 
 
 def naive_spearman(x: list[float], y: list[float]) -> float:

@@ -1,7 +1,6 @@
 """benchmarks/search_quality.py: its best-so-far curve on built trials, and --smoke end to end (real
 sweeps ended by sweep.budget_epochs, each pick confirmed beside DynACL), then resumed."""
 
-import importlib.util
 import itertools
 import json
 import subprocess
@@ -10,16 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "search_quality.py"
 
 
 def load_module():  # benchmarks/ is not a package: import the script by path
-    spec = importlib.util.spec_from_file_location("search_quality", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT)
 
 
 def trial(tid: str, index: int, value: float | None, reports: list[tuple[int, int]]) -> dict:
