@@ -1,5 +1,6 @@
 """A small real sweep on a local Ray, and every bad input rejected before anything starts."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from acl_ray.cli import main
 from acl_ray.config.pretrain import Config, load_config
 from acl_ray.config.space import paper_point, validate_space
 from acl_ray.config.sweep import Sweep, load_sweep
+from acl_ray.orchestration.trial import asha_rungs
 from acl_ray.orchestration.tune import to_tune
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +72,9 @@ def test_the_later_methods_sweep_file_searches_acl_and_their_knobs() -> None:
     validate_space(s.space, s.base)
     later = {"augment.schedule", "loss.adv_weight_schedule", "loss.air_weight", "loss.sir_weight"}
     assert set(s.space) == set(default.space) | later  # ACL's keys and the new ones, together
-    assert s.sweep == default.sweep and s.base == default.base  # equal cost: same trials, epochs, scheduler
+    # the same trials, epochs and searcher; the first ASHA rung later, where the schedules rank
+    assert dataclasses.replace(s.sweep, grace_period=default.sweep.grace_period) == default.sweep
+    assert s.base == default.base and asha_rungs(s) == (8,) and asha_rungs(default) == (4, 12)
     assert paper_point(s.space, s.base)["loss.air_weight"] == 0.0  # the first trial is plain ACL-DS
 
 
