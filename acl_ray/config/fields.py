@@ -109,8 +109,8 @@ def _replace(cfg: Any, items: list[tuple[str, list[str], Any]], shown: str) -> A
             nested.setdefault(name, []).append((key, rest, value))
         else:
             direct[name] = coerce(key, value, tp)
-    for name, sub in nested.items():
-        direct[name] = _replace(getattr(cfg, name), sub, shown)
+    for name, sub in nested.items():  # a section may name its own keys (the schedule's)
+        direct[name] = _replace(getattr(cfg, name), sub, getattr(types_[name], "keys_shown", shown))
     return dataclasses.replace(cfg, **direct) if direct else cfg
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from acl_ray.config.fields import Settings, check, choice, parse_set, read_yaml_mapping
+from acl_ray.config.schedule import ScheduleConfig
 
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
 AUGMENTS = ("auto", "digits", "simclr", "none")
@@ -65,9 +66,11 @@ class AugmentConfig:
 
     schedule: str = "constant"  # constant (ACL: the preset every epoch) | dynacl (annealed strength)
     step_epochs: int = 0  # epochs between strength steps; 0 = max(1, run.epochs // 20) (DynACL: 50 of 1000)
+    strength: float = 1.0  # scales the preset's magnitudes like s above (times DynACL's s when it is on)
 
     def __post_init__(self) -> None:
         choice("augment.schedule", self.schedule, SCHEDULES)
+        check(0 < self.strength <= 1, "augment.strength", "in (0, 1]", self.strength)
         check(self.step_epochs >= 0, "augment.step_epochs", ">= 0 (0 = run.epochs // 20)", self.step_epochs)
 
 
@@ -197,6 +200,9 @@ class Config(Settings):
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    # per-epoch values of augment.strength, loss.adv_weight, attack.eps / steps, optim.lr and
+    # loss.temperature (acl_ray.config.schedule); epochs: [] = none (every epoch the values above)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
         loss, variant = self.loss, self.model.variant
@@ -207,6 +213,23 @@ class Config(Settings):
         ):
             value = getattr(loss, key.split(".")[1])
             check(not on or variant == "ds", key, f"{off} unless model.variant=ds (it is {variant})", value)
+        scheduled = dict(self.schedule.items())
+        weights = list(scheduled.get("loss.adv_weight", ()))
+        check(not weights or variant == "ds", "schedule.loss.adv_weight",
+              f"[] unless model.variant=ds (it is {variant})", weights)
+        for key, values in scheduled.items():  # each value must be legal for its own field
+            section, name = key.split(".")
+            for i, v in enumerate(values):
+                try:
+                    dataclasses.replace(getattr(self, section), **{name: v})
+                except ValueError as e:
+                    named = str(e).replace(f"Illegal {key}=", f"Illegal schedule.{key}[{i}]=", 1)
+                    raise ValueError(named) from None
+
+    def at_epoch(self, epoch: int) -> Config:
+        """This config with the schedule's values in effect at 0-based ``epoch`` (itself without one)."""
+        values = self.schedule.at(epoch)
+        return self.override(values) if values else self
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:

@@ -25,12 +25,21 @@ import yaml
 from acl_ray.config.fields import Settings, check, choice, parse_set, read_yaml_mapping
 from acl_ray.config.pretrain import Config
 from acl_ray.config.protocols import FinetuneConfig, ProxyConfig
+from acl_ray.config.schedule import SCHEDULABLE
 from acl_ray.config.space import REFERENCES, default_space
 
 SEARCHERS = ("tpe", "random", "nsga2", "gp")
-SCHEDULERS = ("asha", "fifo")
+POPULATION = ("pbt", "pb2")  # schedulers that change a trial's values while it trains (no searcher)
+SCHEDULERS = ("asha", "fifo", *POPULATION)
 RUNNERS = ("auto", "train")
 SWEEP_FILE = "sweep.yaml"
+
+
+def names(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A tuple of names from a list or a comma-separated string (``--set sweep.mutable=a,b``)."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +55,7 @@ class ConfirmConfig(Settings):
     controls: tuple[str, ...] = ("paper", "dynacl")  # reference configs trained beside them (REFERENCES)
 
     def __post_init__(self) -> None:
-        if isinstance(self.controls, str):
-            names = tuple(c.strip() for c in self.controls.split(",") if c.strip())
-            object.__setattr__(self, "controls", names)
-        object.__setattr__(self, "controls", tuple(self.controls))
+        object.__setattr__(self, "controls", names(self.controls))
         check(self.top_k >= 0, "sweep.confirm.top_k", "an integer >= 0", self.top_k)
         check(self.seeds >= 2, "sweep.confirm.seeds", "an integer >= 2 (a spread needs two)", self.seeds)
         for c in self.controls:
@@ -72,9 +78,21 @@ class SweepConfig(Settings):
     cost_objective: bool = False  # nsga2: also minimise time/train_s
     # (the reference points: the paper's, DynACL / DynACL-AIR when the space holds their keys)
     paper_point: bool = True  # enqueue the reference points as the first trials (warm_start_points)
-    scheduler: str = "asha"  # asha (stops weak trials on proxy/robust_acc per epoch) | fifo
+    # asha: stops weak trials on proxy/robust_acc per epoch | fifo | pbt, pb2: Population Based
+    # Training / Bandits (Ray Tune): num_samples members train together; every perturbation_interval
+    # epochs the worst copy the best ones' checkpoints and change the mutable keys (no searcher)
+    scheduler: str = "asha"  # asha | fifo | pbt | pb2 (see above)
     grace_period: int = 4  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
+    perturbation_interval: int = 4  # PBT / PB2: epochs between a member's exploit / explore steps
+    # PBT / PB2: the space keys changed while training (acl_ray.config.schedule.SCHEDULABLE). Other space
+    # keys are sampled once per member.
+    mutable: tuple[str, ...] = ()  # () = every schedulable key of the space
+    quantile_fraction: float = 0.25  # PBT / PB2: the bottom fraction copies the top fraction
+    resample_probability: float = 0.25  # PBT: a mutated value is drawn anew (else times 0.8 or 1.2)
+    # PBT / PB2, true: every member waits at each perturbation epoch until all are there, then the bottom
+    # quantile copies the top one (generations); false: each member is compared when it gets there
+    synch: bool = False  # synchronous generations (see above)
     workers: int = 1  # Ray Train workers per trial
     # auto: a 1-worker trial runs the epoch loop in its Tune trial process (no Train controller or
     # worker actors) and more workers use Ray Train; train: every trial runs a Ray Train TorchTrainer
@@ -106,6 +124,15 @@ class SweepConfig(Settings):
         check(self.proxy_every >= 1, "sweep.proxy_every", ">= 1", self.proxy_every)
         check(self.budget_epochs >= 0, "sweep.budget_epochs", "an integer >= 0", self.budget_epochs)
         choice("sweep.metric", self.metric, ("val/robust_acc", "val/standard_acc"))
+        object.__setattr__(self, "mutable", names(self.mutable))
+        between = f"keys that can change between epochs: {', '.join(SCHEDULABLE)}"
+        for key in self.mutable:
+            check(key in SCHEDULABLE, "sweep.mutable", between, key)
+        interval, quantile = self.perturbation_interval, self.quantile_fraction
+        resample = self.resample_probability
+        check(interval >= 1, "sweep.perturbation_interval", "an integer >= 1", interval)
+        check(0 < quantile <= 0.5, "sweep.quantile_fraction", "in (0, 0.5]", quantile)
+        check(0 <= resample <= 1, "sweep.resample_probability", "in [0, 1]", resample)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +144,41 @@ class Sweep:
     sweep: SweepConfig
     proxy: ProxyConfig
     final: FinetuneConfig
+
+    def __post_init__(self) -> None:
+        """Checks across sections: a searched key the base config schedules would never train with
+        its sampled value; a population sweep (``sweep.scheduler: pbt | pb2``) needs more."""
+        both = [k for k, _ in self.base.schedule.items() if k in self.space]
+        check(not both, "space", "keys that base.schedule does not set (its values would replace the"
+              " sampled ones every epoch)", ",".join(both))
+        sw = self.sweep
+        if sw.scheduler not in POPULATION:
+            return
+        for key in sw.mutable:
+            check(key in self.space, "sweep.mutable", f"keys of the space ({', '.join(self.space)})", key)
+        mutated, name, epochs = self.mutated, sw.scheduler, self.base.run.epochs
+        check(bool(mutated), "sweep.scheduler",
+              f"used with a space key that can change between epochs ({', '.join(SCHEDULABLE)})", name)
+        check(sw.workers == 1 and sw.runner == "auto", "sweep.workers",
+              f"1 with sweep.runner=auto for sweep.scheduler={name} (members resume from copied checkpoints "
+              "in their own process; Ray Train trials are not supported)", sw.workers)
+        check(sw.perturbation_interval < epochs, "sweep.perturbation_interval",
+              f"below run.epochs ({epochs}), or no member is ever perturbed", sw.perturbation_interval)
+        check(sw.confirm.top_k == 0, "sweep.confirm.top_k",
+              f"0 with sweep.scheduler={name} (a member's config is its last values, not its schedule: "
+              "replay DIR/best_schedule.yaml)", sw.confirm.top_k)
+        for key in mutated if name == "pb2" else ():
+            check(next(iter(self.space[key])) != "choice", f"space {key}",
+                  "a range (int, uniform or loguniform): pb2 mutates ranges only", self.space[key])
+
+    @property
+    def mutated(self) -> list[str]:
+        """The space keys a population sweep changes while training (``sweep.mutable``, or every
+        ``SCHEDULABLE`` key of the space), in space order; [] for other schedulers."""
+        if self.sweep.scheduler not in POPULATION:
+            return []
+        chosen = self.sweep.mutable or SCHEDULABLE
+        return [k for k in self.space if k in chosen]
 
     def to_dict(self) -> dict[str, Any]:
         return {
