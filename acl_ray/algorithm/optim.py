@@ -1,4 +1,8 @@
-"""Optimisers (LARS as in the paper, SGD, Adam) and the per-iteration warm-up + cosine schedule."""
+"""Optimisers (LARS as in the paper, SGD, Adam) and the per-iteration warm-up + cosine schedule.
+
+The LR at a step is a base LR times the schedule's factor; the base can change between epochs
+(:func:`set_base_lr`: a ``schedule`` section or PBT changing ``optim.lr``).
+"""
 
 from __future__ import annotations
 
@@ -92,3 +96,16 @@ def warmup_cosine(
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def set_base_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:
+    """Make ``lr`` the base of ``scheduler``: from the next step on, the LR is ``lr`` times its factor.
+
+    Also sets the optimiser's current LR (the next step's), which the scheduler's last step computed
+    from the old base. The base saved in a loaded scheduler state (``base_lrs``) is replaced, so the
+    configured lr of the epoch decides, not the one of whoever wrote the checkpoint. Setting the
+    base it already has changes nothing (the same product the scheduler computes).
+    """
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+        group["lr"] = lr * factor(scheduler.last_epoch)

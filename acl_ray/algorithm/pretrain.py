@@ -23,16 +23,24 @@ from acl_ray.algorithm.checkpoint import CHECKPOINT, check_signature, load_check
 from acl_ray.algorithm.data import Datasets, load_datasets
 from acl_ray.algorithm.models import build_encoder
 from acl_ray.algorithm.objective import acl_loss
-from acl_ray.algorithm.optim import build_optimizer, scaled_lr, warmup_cosine
+from acl_ray.algorithm.optim import build_optimizer, scaled_lr, set_base_lr, warmup_cosine
 from acl_ray.algorithm.run_dir import append_metrics, prepare_run_dir, read_metrics, truncate_metrics
 from acl_ray.algorithm.runtime import autocast, resolve_device, set_threads, use_channels_last
 from acl_ray.algorithm.schedules import adv_weight, aug_strength, scaled_spec
 from acl_ray.config.pretrain import Config
+from acl_ray.config.schedule import SCHED, SCHEDULABLE
 from acl_ray.console import log, progress_bar
 
 
 class Pretrainer:
-    """ACL pre-training state; ``train_epoch`` runs one epoch and returns its metrics."""
+    """ACL pre-training state; ``train_epoch`` runs one epoch and returns its metrics.
+
+    Each epoch trains with the values in effect at that epoch (``cfg.at_epoch``: the ``schedule``
+    section, if any), decided by the epoch alone. With a schedule, or ``record_schedule`` (a PBT
+    member, whose values change between epochs through its config), each metric row records them as
+    ``sched/<key>`` for every ``SCHEDULABLE`` key: the history in a checkpoint is then the schedule
+    its weights were trained with, inherited by whoever resumes from it.
+    """
 
     def __init__(
         self,
@@ -42,8 +50,11 @@ class Pretrainer:
         rank: int = 0,
         world_size: int = 1,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
+        record_schedule: bool = False,
     ) -> None:
         self.cfg, self.device, self.rank, self.world_size = cfg, device, rank, world_size
+        self.record_schedule = record_schedule or bool(cfg.schedule.epochs)
+        self.epoch_cfg = cfg  # the values in effect this epoch (cfg.at_epoch)
         n_train, bs = len(data.train), cfg.data.batch_size
         if bs > n_train:
             raise ValueError(
@@ -108,7 +119,7 @@ class Pretrainer:
         self.model.train()
         with autocast(self.device, self.cfg.run.precision):
             loss = acl_loss(
-                self.model, self.attack_model, x1, x2, self.cfg, self.attack_gen, self.gather,
+                self.model, self.attack_model, x1, x2, self.epoch_cfg, self.attack_gen, self.gather,
                 x0=x, adv_weight=self.adv_weight,  # x0: read only when AIR's weights are on
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -120,9 +131,12 @@ class Pretrainer:
     def train_epoch(self, show_progress: bool = False) -> dict[str, float]:
         """Train one epoch; returns ``{"epoch", "train/loss", "time/train_s", ...}`` (1-based epoch)."""
         self.sampler.set_epoch(self.epoch)
-        strength = aug_strength(self.cfg, self.epoch)  # the schedules are closed forms of the epoch
+        cfg = self.epoch_cfg = self.cfg.at_epoch(self.epoch)  # every schedule is a function of the epoch
+        strength = aug_strength(cfg, self.epoch)
         self.spec = scaled_spec(self.preset, strength)
-        self.adv_weight = adv_weight(self.cfg, self.epoch)
+        self.adv_weight = adv_weight(cfg, self.epoch)
+        bs = cfg.data.batch_size
+        set_base_lr(self.scheduler, scaled_lr(cfg.optim, bs, bs))  # also after loading another lr's state
         base = (self.cfg.run.seed * 100_003 + self.epoch) * 1_009 + self.rank * 2
         self.aug_gen.manual_seed(base)
         self.attack_gen.manual_seed(base + 1)
@@ -159,6 +173,8 @@ class Pretrainer:
             row["train/aug_strength"] = strength
         if self.cfg.loss.adv_weight_schedule != "constant":
             row["train/adv_weight"] = self.adv_weight
+        if self.record_schedule:
+            row.update(scheduled_values(cfg))
         self.history.append(row)
         return row
 
@@ -182,6 +198,15 @@ class Pretrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
+
+
+def scheduled_values(cfg: Config) -> dict[str, float]:
+    """``{"sched/<key>": value}`` of every ``SCHEDULABLE`` key in ``cfg`` (an epoch's config)."""
+    out = {}
+    for key in SCHEDULABLE:
+        section, name = key.split(".")
+        out[SCHED + key] = getattr(getattr(cfg, section), name)
+    return out
 
 
 def run_pretrain(cfg: Config, out: str | Path, resume: bool = False) -> list[dict[str, Any]]:
@@ -208,6 +233,7 @@ def run_pretrain(cfg: Config, out: str | Path, resume: bool = False) -> list[dic
             for key, name in (("train/aug_strength", "aug"), ("train/adv_weight", "adv w"))
             if key in row
         )
+        scheduled += "".join(f"  {key} {row[SCHED + key]:.3g}" for key, _ in cfg.schedule.items())
         log(
             f"epoch {row['epoch']:>4}/{cfg.run.epochs}  loss {row['train/loss']:.4f}  "
             f"{row['train/images_per_s']:.0f} img/s  {row['time/train_s']:.1f}s{scheduled}"

@@ -1,7 +1,9 @@
 """DynACL's per-epoch schedules (Luo et al. ICLR 2023) as closed forms of the epoch.
 
 Both are step functions, constant for ``k`` epochs at a time, so a resumed run needs no schedule
-state: the epoch alone gives the augmentation and the loss weight.
+state: the epoch alone gives the augmentation and the loss weight. Both start from the values in
+effect at the epoch (``augment.strength``, ``loss.adv_weight``), which a ``schedule`` section or PBT
+may change between epochs (``Config.at_epoch``).
 
 - :func:`aug_strength`: ``s = 1 - k floor(i / k) / E`` at 0-based epoch ``i`` of ``E`` (DynACL rebuilds
   its loader at epochs 1, k + 1, ... with ``1 - (epoch - 1) / E``); :func:`scaled_spec` applies it.
@@ -23,11 +25,12 @@ def step_epochs(k: int, epochs: int) -> int:
 
 
 def aug_strength(cfg: Config, epoch: int) -> float:
-    """Augmentation strength in (0, 1] for the 0-based ``epoch``; 1 for the constant schedule."""
+    """Augmentation strength in (0, 1] for the 0-based ``epoch``: ``augment.strength`` times DynACL's
+    strength (1 for the constant schedule)."""
     if cfg.augment.schedule == "constant":
-        return 1.0
+        return cfg.augment.strength
     k, total = step_epochs(cfg.augment.step_epochs, cfg.run.epochs), cfg.run.epochs
-    return 1.0 - k * (epoch // k) / total
+    return cfg.augment.strength * (1.0 - k * (epoch // k) / total)
 
 
 def adv_weight(cfg: Config, epoch: int) -> float:

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from acl_ray.algorithm.augment import DIGITS, SIMCLR, spec_for
+from acl_ray.algorithm.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from acl_ray.algorithm.data import load_datasets
 from acl_ray.algorithm.pretrain import Pretrainer
 from acl_ray.algorithm.schedules import adv_weight, aug_strength, scaled_spec, step_epochs
 from acl_ray.config.pretrain import Config
+from acl_ray.config.schedule import SCHED, SCHEDULABLE, schedule_overrides
 
 
 def dynacl_strengths(epochs: int, k: int) -> list[float]:
@@ -117,3 +119,107 @@ def test_constant_runs_report_no_schedule_columns() -> None:
     row = p.train_epoch()
     assert "train/aug_strength" not in row and "train/adv_weight" not in row
     assert p.spec is spec_for(c.data)
+
+
+# -- per-epoch values: a ``schedule`` section, or a PBT member whose config changes between epochs --
+
+SYN = {"data.name": "synthetic", "data.synthetic_size": 200, "data.batch_size": 32, "run.progress": False,
+       "run.epochs": 4}
+V1 = {"augment.strength": 1.0, "loss.adv_weight": 0.5, "attack.eps": 0.1, "attack.steps": 2,
+      "optim.lr": 1e-3, "loss.temperature": 0.5}
+V2 = {"augment.strength": 0.4, "loss.adv_weight": 0.8, "attack.eps": 0.2, "attack.steps": 1,
+      "optim.lr": 3e-4, "loss.temperature": 0.3}
+CPU = torch.device("cpu")
+
+
+def recorded(rows: list[dict]) -> list[dict]:
+    """The ``sched/<key>`` values of each metric row, keyed by the config key."""
+    return [{k: r[SCHED + k] for k in SCHEDULABLE} for r in rows]
+
+
+def assert_same_state(a: Pretrainer, b: Pretrainer) -> None:
+    """Bitwise the same weights, batch-norm statistics and optimiser state (Adam's moments, step)."""
+    for (name, x), (_, y) in zip(a.encoder.state_dict().items(), b.encoder.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    assert sa.keys() == sb.keys() and sa
+    for i in sa:
+        for name in sa[i]:
+            assert torch.equal(torch.as_tensor(sa[i][name]), torch.as_tensor(sb[i][name])), (i, name)
+
+
+def member_lineage(tmp_path) -> tuple[Pretrainer, Pretrainer]:
+    """PBT in one process: a donor trains 2 epochs with V1; a member loads its checkpoint (what Tune
+    copies) with the new values V2 and trains epochs 3 and 4. Returns (donor after epoch 2, member)."""
+    torch.set_num_threads(1)
+    c1, c2 = Config().override({**SYN, **V1}), Config().override({**SYN, **V2})
+    data = load_datasets(c1.data)
+    donor = Pretrainer(c1, data, CPU, record_schedule=True)
+    donor.train_epoch()
+    donor.train_epoch()
+    save_checkpoint(tmp_path / CHECKPOINT, donor.state_dict())
+    member = Pretrainer(c2, data, CPU, record_schedule=True)
+    member.load_state_dict(load_checkpoint(tmp_path), "donor")
+    return donor, member
+
+
+def test_an_exploiting_member_continues_from_the_copied_state_with_its_new_values(tmp_path) -> None:
+    donor, member = member_lineage(tmp_path)
+    assert_same_state(donor, member)  # exactly the copied weights and optimiser state
+    assert member.epoch == 2 and member.history == donor.history  # the donor's epoch and history
+    assert recorded(member.history) == [V1, V1]
+    assert member.scheduler.base_lrs == [1e-3]  # the checkpoint's base lr, until the next epoch starts
+    row = member.train_epoch()
+    assert row["epoch"] == 3 and recorded([row]) == [V2]  # the new values, from the next epoch on
+    assert member.epoch_cfg.attack.eps == 0.2 and member.adv_weight == 0.8
+    assert member.spec == scaled_spec(member.preset, 0.4)
+    sched = member.scheduler
+    assert sched.base_lrs == [3e-4]  # LambdaLR's base follows the new lr, not the loaded state's
+    lr = 3e-4 * sched.lr_lambdas[0](sched.last_epoch)  # the new base times the cosine factor
+    assert row["train/lr"] == member.optimizer.param_groups[0]["lr"] == lr
+    same = donor.train_epoch()  # the donor's own epoch 3 from the same state, with its own values
+    assert same["train/loss"] != row["train/loss"] and recorded([same]) == [V1]
+
+
+def test_a_replayed_schedule_retrains_a_members_lineage_exactly(tmp_path) -> None:
+    _, member = member_lineage(tmp_path)
+    member.train_epoch()
+    member.train_epoch()
+    lineage = recorded(member.history)
+    assert lineage == [V1, V1, V2, V2]
+    replay = Config().override({**SYN, **schedule_overrides(lineage)})  # what best_schedule.yaml holds
+    assert replay.schedule.epochs == (0, 2) and replay.schedule.attack.eps == (0.1, 0.2)
+    fresh = Pretrainer(replay, load_datasets(replay.data), CPU)  # from scratch, no PBT, no record flag
+    for _ in range(4):
+        fresh.train_epoch()
+    assert recorded(fresh.history) == lineage  # epoch by epoch the values the member trained with
+    assert [r["train/lr"] for r in fresh.history] == [r["train/lr"] for r in member.history]
+    assert_same_state(fresh, member)  # and the same model: the lineage is a function of its values
+
+
+def test_resume_mid_schedule_gives_the_uninterrupted_values_and_weights(tmp_path) -> None:
+    torch.set_num_threads(1)
+    c = Config().override({**SYN, "schedule.epochs": [0, 1, 3], "schedule.attack.eps": [0.05, 0.1, 0.2],
+                           "schedule.optim.lr": [2e-3, 1e-3, 5e-4], "schedule.attack.steps": [1, 2, 2]})
+    data = load_datasets(c.data)
+    whole = Pretrainer(c, data, CPU)
+    for _ in range(4):
+        whole.train_epoch()
+    first = Pretrainer(c, data, CPU)
+    first.train_epoch()
+    first.train_epoch()
+    save_checkpoint(tmp_path / CHECKPOINT, first.state_dict())
+    resumed = Pretrainer(c, data, CPU)
+    resumed.load_state_dict(load_checkpoint(tmp_path), "ckpt")
+    resumed.train_epoch()
+    resumed.train_epoch()
+    assert recorded(resumed.history) == recorded(whole.history)
+    assert [r["sched/attack.eps"] for r in whole.history] == [0.05, 0.1, 0.1, 0.2]
+    assert [r["train/loss"] for r in resumed.history] == [r["train/loss"] for r in whole.history]
+    assert_same_state(resumed, whole)
+
+
+def test_strength_scales_the_preset_and_dynacls_strength() -> None:
+    c = Config().override({"run.epochs": 40, "augment.schedule": "dynacl", "augment.strength": 0.5})
+    assert [aug_strength(c, i) for i in (0, 2, 39)] == pytest.approx([0.5, 0.475, 0.025])
+    assert aug_strength(Config().override({"augment.strength": 0.3}), 7) == 0.3
