@@ -5,7 +5,7 @@ its own Tune process (``trial.run_in_process``) differ only in how a row and a c
 each passes its ``report`` function. Which epochs get the robust-accuracy proxy and a checkpoint is
 decided here, once: a checkpoint is written only where it can be used (every
 ``run.checkpoint_every`` epochs to resume from, at ASHA's rungs where a trial may be stopped and
-evaluated post hoc, and at the end).
+evaluated post hoc, at PBT's perturbations where another member may copy it, and at the end).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from acl_ray.algorithm.data import Datasets
 from acl_ray.algorithm.pretrain import Pretrainer
 
+PROXY_METRIC = "proxy/robust_acc"  # the per-epoch proxy that ASHA, PBT and PB2 decide on
 # (metric row, state to checkpoint or None): every rank calls it once per epoch (Ray Train's report
 # is a barrier); the state is only ever given on rank 0.
 Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
@@ -29,7 +30,7 @@ class Evals:
     proxy: dict[str, Any] | None = None  # ProxyConfig dict: the per-epoch proxy (ASHA's signal)
     final: dict[str, Any] | None = None  # FinetuneConfig dict: the full protocol at the last epoch
     proxy_every: int = 1  # epochs between proxies; the last epoch and the rungs always have one
-    rungs: tuple[int, ...] = ()  # ASHA milestones (epochs): proxy and checkpoint there
+    rungs: tuple[int, ...] = ()  # where a scheduler decides (ASHA, PBT): proxy and checkpoint there
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "rungs": list(self.rungs)}

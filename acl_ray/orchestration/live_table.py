@@ -138,11 +138,12 @@ class TrialTable(ray.tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         with self.lock:
+            again = trial.trial_id in self.rows  # retried, or a PBT member resumed (maybe with new values)
             r = self._row(trial)
-            r["status"] = "running"
+            r["status"], r["config"] = "running", dict(trial.config)
         if not console.is_terminal:
             cfg = ", ".join(f"{k}={fmt(r['config'].get(k))}" for k in self.keys)
-            self.say(f"trial {r['name']} started: {cfg}")
+            self.say(f"trial {r['name']} {'resumed' if again else 'started'}: {cfg}")
         self._draw()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

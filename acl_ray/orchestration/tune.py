@@ -7,6 +7,10 @@ full protocol (``val/*`` for selection, ``eval/*`` on test). Trials that ASHA st
 full protocol from their last checkpoint, as Ray tasks started while the other trials still train
 (:mod:`acl_ray.orchestration.posthoc`), so every trial ends with ``eval/standard_acc`` and
 ``eval/robust_acc``. When the sweep ends, ``DIR/summary.json`` and ``DIR/analysis/`` are written.
+
+``sweep.scheduler: pbt | pb2`` replaces Optuna and ASHA by a population that changes its values while
+it trains (:mod:`acl_ray.orchestration.population`); such a sweep also writes its learned schedules,
+``DIR/schedules.json`` and ``DIR/best_schedule.yaml`` (:mod:`acl_ray.results.schedules`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import optuna
 import ray
 import ray.tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from acl_ray.algorithm.data import load_datasets
@@ -30,18 +35,21 @@ from acl_ray.config.sweep import SWEEP_FILE, Sweep
 from acl_ray.console import log
 from acl_ray.orchestration.cluster import reclaim_orphaned_placement_groups
 from acl_ray.orchestration.confirm import run_confirmation
+from acl_ray.orchestration.epochs import PROXY_METRIC
 from acl_ray.orchestration.experiment import local_experiment
 from acl_ray.orchestration.live_table import TrialTable
+from acl_ray.orchestration.population import population_scheduler
 from acl_ray.orchestration.posthoc import Posthoc, complete_missing
 from acl_ray.orchestration.ray_train import ensure_ray
 from acl_ray.orchestration.resources import concurrency, experiment_path, trial_resources
+from acl_ray.orchestration.result_files import CsvLogger, JsonLogger
 from acl_ray.orchestration.sweep_logs import keep_logs, link_logs
 from acl_ray.orchestration.trial import in_process, make_trainable
 from acl_ray.results.confirm import CONFIRM_DIR, PLAN_FILE
+from acl_ray.results.schedules import BEST_SCHEDULE_FILE, write_schedules
 from acl_ray.results.summary import SUMMARY_FILE, summary_rows, write_summary
 from acl_ray.results.trials import POSTHOC_DIR, read_trials
 
-PROXY_METRIC = "proxy/robust_acc"
 # Tune writes each trial's result.json in a staging folder on the driver and copies it into the sweep
 # folder at most every sync_period (300 s by default): a live sweep folder (acl-ray analyze, the fault
 # benchmarks) lagged a whole trial behind on a slow machine. Copied at every experiment save instead.
@@ -141,6 +149,16 @@ def build_searcher(s: Sweep) -> OptunaSearch:
     return ProxyOptunaSearch(metric=sw.metric, mode="max", sampler=sampler, points_to_evaluate=points)
 
 
+def search_and_scheduler(s: Sweep) -> tuple[Searcher | SearchAlgorithm, Any]:
+    """Optuna and ASHA (or FIFO); for a population sweep, Tune's random draws (the reference points
+    first) and PBT / PB2."""
+    if not s.mutated:
+        return build_searcher(s), asha(s)
+    points = [p for _, p in warm_start_points(s.space, s.base)] if s.sweep.paper_point else None
+    draws = BasicVariantGenerator(points_to_evaluate=points, random_state=s.sweep.seed)
+    return draws, population_scheduler(s)
+
+
 def asha(s: Sweep) -> Any:
     sw = s.sweep
     if sw.scheduler != "asha":
@@ -179,12 +197,13 @@ def build_tuner(
     if restore:
         return ray.tune.Tuner.restore(storage, trainable, resume_unfinished=True, resume_errored=True)
     table = TrialTable(list(s.space), PROXY_METRIC, s.base.run.epochs)
+    search_alg, scheduler = search_and_scheduler(s)
     return ray.tune.Tuner(
         trainable,
         param_space=to_tune(s.space),
         tune_config=ray.tune.TuneConfig(
-            search_alg=build_searcher(s),
-            scheduler=asha(s),
+            search_alg=search_alg,
+            scheduler=scheduler,
             num_samples=sw.num_samples,
             max_concurrent_trials=concurrency(s),
             reuse_actors=reuse_actors and in_process(s),
@@ -197,7 +216,8 @@ def build_tuner(
             sync_config=LIVE_SYNC,
             stop=EpochBudget(sw.budget_epochs) if sw.budget_epochs else None,
             # Posthoc first: when Tune ends it waits for the evaluations while the table still draws.
-            callbacks=[Posthoc(s, out, table.posthoc, data), table, *callbacks],
+            # (JsonLogger, CsvLogger: Tune's own, without losing rows when a trial starts again)
+            callbacks=[Posthoc(s, out, table.posthoc, data), table, *callbacks, JsonLogger(), CsvLogger()],
         ),
     )
 
@@ -337,5 +357,10 @@ def summarize(s: Sweep, out: Path) -> list[dict[str, Any]]:
     with local_experiment(experiment_path(s, out)) as experiment:
         trials = read_trials(experiment, posthoc=out / POSTHOC_DIR, unsaved=False)
     rows = complete_missing(s, out, summary_rows(s, trials))
-    write_summary(s, out, rows)
+    best = write_summary(s, out, rows)
+    if s.mutated:
+        write_schedules(s, out, trials, best)
+        if (out / BEST_SCHEDULE_FILE).is_file() and best is not None:
+            log(f"learned schedule of trial {best['trial_id']}: {out / BEST_SCHEDULE_FILE} (replay: acl-ray"
+                " pretrain --config)")
     return rows

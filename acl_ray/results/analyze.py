@@ -22,6 +22,7 @@ from acl_ray.config.pretrain import Config
 from acl_ray.config.space import paper_point
 from acl_ray.config.sweep import SWEEP_FILE, Sweep, load_sweep
 from acl_ray.results.confirm import confirmation_markdown, read_confirmation
+from acl_ray.results.schedules import members, replay_config
 from acl_ray.results.summary import FINAL_KEYS
 from acl_ray.results.trials import POSTHOC_DIR, Trial, local_checkpoint, read_trials
 
@@ -289,7 +290,12 @@ def analyze(
     out.mkdir(exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=trials_schema(s)), out / "trials.parquet")
     pq.write_table(pa.Table.from_pylist(epochs, schema=EPOCH_SCHEMA), out / "epochs.parquet")
-    resolved = s.base.override({k: chosen[k] for k in s.space})
+    found = members(s, read_trials(folder)) if s.mutated else {}  # PBT: the learned schedules
+    if chosen["trial_id"] in found:
+        trial, lineage = found[chosen["trial_id"]]
+        resolved = replay_config(s, trial.config, lineage)
+    else:
+        resolved = s.base.override({k: chosen[k] for k in s.space})
     text = yaml.safe_dump(resolved.to_dict(), sort_keys=False)
     rule_text = f"{rule} (>= {min_sa:g} {_pair(metric)[0]})" if rule == "min-sa" else rule
     (out / "best_config.yaml").write_text(
@@ -298,7 +304,9 @@ def analyze(
     )
     conf = read_confirmation(folder, metric) if metric in FINAL_KEYS else None
     confirmed = confirmed_points(s, conf, metric)
-    notes = plots.write_all(out, s, rows, epochs, metric, chosen, pareto_rows(rows, metric), confirmed)
+    lineages = {tid: m for tid, (_, m) in found.items()}
+    front = pareto_rows(rows, metric)
+    notes = plots.write_all(out, s, rows, epochs, metric, chosen, front, confirmed, lineages)
     notes["confirmation"] = confirmation_markdown(conf) if conf else None
     report.write_report(out, folder, s, rows, metric, rule_text, chosen, notes, show)
     return chosen

@@ -6,6 +6,7 @@ The parameter and importance figures compare trials at one budget (``acl_ray.res
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from matplotlib.axes import Axes
 from acl_ray.config.sweep import Sweep
 from acl_ray.results.budget import Budget, budgets, count, measured_at
 from acl_ray.results.importance import Ranking, rank, write_csv
+from acl_ray.results.schedules import Lineage
 
 STYLE = {"completed": "-", "asha": "--", "error": ":", "killed/unfinished": ":"}
 MARKERS = "os^vDP"
@@ -235,6 +237,40 @@ def plot_importance(path: Path, rankings: Sequence[Ranking]) -> None:
     plt.close(fig)
 
 
+def plot_schedule(path: Path, s: Sweep, members: Mapping[str, Lineage], chosen: dict[str, Any]) -> None:
+    """One panel per mutated key: its value at each epoch along the chosen member's lineage, one
+    colour per trial that trained a stretch of it (its ancestors, then itself); other members in grey."""
+    keys, best = s.mutated, members[chosen["trial_id"]]
+    stretches = [*best.ancestors, (len(best.trained_by) + 1, "")]
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7.2, 1.9 * len(keys) + 1.2), squeeze=False, sharex=True)
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        for tid, m in members.items():
+            if tid != chosen["trial_id"]:
+                ax.stairs(m.values[key], range(len(m.values[key]) + 1), color="0.8", lw=1, baseline=None)
+        for i, ((start, tid), (end, _)) in enumerate(itertools.pairwise(stretches)):
+            label = f"epochs {start}-{end - 1}: {tid}"
+            ax.stairs(best.values[key][start - 1 : end - 1], range(start - 1, end), color=f"C{i}", lw=2.2,
+                      label=label, baseline=None)
+            if i:
+                ax.axvline(start - 1, c="0.4", lw=0.8, ls=":")
+        kind, args = next(iter(s.space[key].items()))
+        if kind == "loguniform":
+            ax.set_yscale("log")
+        if kind != "choice":  # the declared range: mutations stay inside it
+            ax.axhspan(args[0], args[1], color="C0", alpha=0.05, lw=0)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    _legend(axes[0, 0], title="trained by (exploits dotted)", fontsize=7, title_fontsize=7, loc="best")
+    axes[-1, 0].set_xlabel(f"pre-training epochs done (of {s.base.run.epochs}); shaded: the declared range")
+    axes[-1, 0].xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    fig.suptitle(
+        f"Learned schedule: {trial_name(chosen)} and its ancestors (grey: the other members)", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_all(
     out: Path,
     s: Sweep,
@@ -244,9 +280,11 @@ def write_all(
     chosen: dict[str, Any],
     front: list[dict[str, Any]],
     confirmed: Sequence[Mapping[str, Any]] = (),
+    members: Mapping[str, Lineage] | None = None,
 ) -> dict[str, Any]:
     """Every PNG and importance.csv; returns what the report needs (rankings, front, plot warnings).
-    ``confirmed``: as :func:`plot_params` takes them.
+    ``confirmed``: as :func:`plot_params` takes them. ``members``: the lineages of a population
+    sweep's members, drawn in schedule.png when the chosen trial has one.
 
     Warnings raised while drawing are kept for report.md, not printed in the terminal.
     """
@@ -261,5 +299,9 @@ def write_all(
         plot_params(out / "params.png", s, rows, metric, rung, measured, confirmed)
         plot_curves(out / "curves.png", rows, epochs, total, rung.epoch)
         plot_importance(out / "importance.png", rankings)
+        if members and chosen["trial_id"] in members:
+            plot_schedule(out / "schedule.png", s, members, chosen)
     seen = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
-    return {"rankings": rankings, "front": front, "measured": measured, "warnings": seen}
+    schedule = bool(members) and chosen["trial_id"] in (members or {})
+    return {"rankings": rankings, "front": front, "measured": measured, "warnings": seen,
+            "schedule": schedule}

@@ -113,6 +113,7 @@ def write_report(
         f" the epoch it was measured at ({spread or 'none'}); compare points of one epoch only.",
         "![parameters](params.png)",
         "## Learning curves\n\n![learning curves](curves.png)",
+        *(["## Learned schedule\n\n![learned schedule](schedule.png)"] if notes.get("schedule") else []),
         *_importance(rankings),
         *([notes["confirmation"].rstrip()] if notes.get("confirmation") else []),
         *section(*failed),

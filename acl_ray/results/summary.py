@@ -14,6 +14,7 @@ from rich.table import Table
 from acl_ray.config.pretrain import Config
 from acl_ray.config.sweep import Sweep
 from acl_ray.console import console
+from acl_ray.results.schedules import lineage, replay_config
 from acl_ray.results.trials import Trial, write_json
 
 # The full protocol, reported at a trial's last epoch: val = selection split, eval = test split.
@@ -35,9 +36,12 @@ def summary_row(s: Sweep, t: Trial) -> dict[str, Any]:
     """One trial's summary row (the keys of ``summary.json``'s ``trials``).
 
     ``eval/source``: ``final`` when the last report carries the full protocol, ``posthoc`` when its
-    cached post-hoc evaluation was merged in, else None (still to run).
+    cached post-hoc evaluation was merged in, else None (still to run). ``resolved_config``: the config
+    that trains the trial again; for a PBT member, its whole schedule (``results.schedules``).
     """
     last, epoch = t.last, t.epoch
+    member = lineage(t, s.mutated) if s.mutated else None
+    resolved = replay_config(s, t.config, member) if member else s.base.override(t.config)
     row: dict[str, Any] = {
         "trial_id": t.trial_id,
         "trial_index": t.trial_index,
@@ -52,7 +56,7 @@ def summary_row(s: Sweep, t: Trial) -> dict[str, Any]:
         "eval/source": "final" if last.get("val/robust_acc") is not None else None,
         "time/total_s": last.get("time_total_s"),
         "checkpoint_path": t.latest("checkpoint_path"),  # epochs without a checkpoint report none
-        "resolved_config": s.base.override(t.config).to_dict(),
+        "resolved_config": resolved.to_dict(),
     }
     if row["eval/source"] is None and t.posthoc is not None:
         row.update(t.posthoc, **{"eval/source": "posthoc"})
