@@ -15,7 +15,7 @@ import pytest
 RAY_MODULES = frozenset(
     f"tests/{m}.py"
     for m in (
-        "orchestration/test_confirm", "orchestration/test_node_loss", "orchestration/test_population",
+        "orchestration/test_confirm", "orchestration/test_node_loss",
         "orchestration/test_ray_train", "orchestration/test_ray_train_resume",
         "orchestration/test_sweep_console", "orchestration/test_tune", "orchestration/test_tune_resume",
         "test_experiments", "test_search_quality", "test_cli",
