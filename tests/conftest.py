@@ -15,7 +15,7 @@ import pytest
 RAY_MODULES = frozenset(
     f"tests/{m}.py"
     for m in (
-        "orchestration/test_confirm", "orchestration/test_node_loss",
+        "orchestration/test_confirm", "orchestration/test_node_loss", "orchestration/test_population",
         "orchestration/test_ray_train", "orchestration/test_ray_train_resume",
         "orchestration/test_sweep_console", "orchestration/test_tune", "orchestration/test_tune_resume",
         "test_experiments", "test_search_quality", "test_cli",
@@ -28,7 +28,8 @@ def ray_group(nodeid: str) -> str:
     return "ray" if nodeid.split("::", 1)[0] in RAY_MODULES else nodeid
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own LoadGroupScheduling
+# tryfirst: before xdist's own LoadGroupScheduling; optionalhook: plain pytest has no xdist hooks
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "loadgroup":
         return None
