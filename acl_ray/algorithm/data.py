@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from filelock import FileLock
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import check_integrity
 
 from acl_ray.config.pretrain import DataConfig
 
@@ -176,6 +175,10 @@ def _load_cifar(cfg: DataConfig) -> Datasets:
     archive twice. With ``download`` off, an official archive already placed in the root is still
     extracted: torchvision finds it with a matching md5 and never touches the network.
     """
+    # imported here: digits and synthetic data need no torchvision (a bare GPU lease may lack it)
+    from torchvision.datasets import CIFAR10, CIFAR100
+    from torchvision.datasets.utils import check_integrity
+
     cls = CIFAR10 if cfg.name == "cifar10" else CIFAR100
     root = Path(cfg.root).expanduser()
     archive = root / cls.filename
@@ -210,7 +213,7 @@ def _load_cifar(cfg: DataConfig) -> Datasets:
     )
 
 
-def _cifar_tensors(ds: CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
+def _cifar_tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:  # a torchvision CIFAR dataset
     """torchvision's HWC numpy arrays as CHW tensors.
 
     Shape:
