@@ -80,10 +80,12 @@ def run_epochs(
 
     A trainer restored from a complete run trains nothing: its final row is reported again with its
     checkpoint (a sweep killed after a trial's last report, before Tune saved the trial as done).
-    With ``replay`` (sweep trials), a trainer restored mid-run first reports its checkpoint's last row
-    again, marked ``replayed``: the checkpoint is written before the report that names it, so a driver
-    killed between the two would otherwise leave that epoch out of Tune's results (readers keep the
-    last report of an epoch; ASHA decides a rung once).
+    With ``replay`` (sweep trials), a trainer restored mid-run first reports every row its checkpoint
+    holds again, in order, marked ``replayed``: a sweep driver killed before Tune copied its newest
+    results into the sweep folder (every few seconds; longer on a loaded machine) would otherwise leave
+    those epochs out of Tune's results for good, also the one whose checkpoint was written just before
+    its report (readers keep the last report of an epoch; ASHA decides a rung once; the searcher and
+    the epoch budget skip or count such a row once).
     ``after_report`` sees each row once ``report`` has returned (its checkpoint is then persisted).
     """
     cfg, rank0 = trainer.cfg, trainer.rank == 0
@@ -92,7 +94,8 @@ def run_epochs(
         report(trainer.history[-1], trainer.state_dict() if rank0 else None)
         return
     if replay and trainer.epoch > 0 and trainer.history:
-        report({**trainer.history[-1], "replayed": True}, None)  # every rank: Train's report is a barrier
+        for row in trainer.history:  # on every rank: Train's report is a barrier
+            report({**row, "replayed": True}, None)
     while trainer.epoch < epochs:
         row = {**trainer.train_epoch(), **extra}
         if rank0:

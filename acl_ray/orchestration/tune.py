@@ -72,6 +72,8 @@ class ProxyOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, list) or PROXY_METRIC not in result or trial_id not in self._ot_trials:
             return
+        if result.get("replayed"):  # a restored trial's earlier rows again: Optuna has their steps
+            return
         self._ot_trials[trial_id].report(result[PROXY_METRIC], int(result.get("epoch", 0)))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
