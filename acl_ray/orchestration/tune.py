@@ -130,11 +130,16 @@ def startup_trials(s: Sweep) -> int:
     return s.sweep.startup_trials or refs + max(2, min(10, s.sweep.num_samples // 10))
 
 
+def reference_points(s: Sweep) -> list[dict[str, Any]] | None:
+    """The first trials of a sweep with ``sweep.paper_point`` (``warm_start_points``), else None."""
+    return [p for _, p in warm_start_points(s.space, s.base)] if s.sweep.paper_point else None
+
+
 def build_searcher(s: Sweep) -> OptunaSearch:
     """Optuna through Tune, told the reference points first (``sweep.paper_point``): the paper's,
     and DynACL / DynACL-AIR where the space holds their keys, clipped into it."""
     sw = s.sweep
-    points = [p for _, p in warm_start_points(s.space, s.base)] if sw.paper_point else None
+    points = reference_points(s)
     if sw.searcher == "nsga2":
         metrics = ["val/standard_acc", "val/robust_acc"] + (["time/train_s"] if sw.cost_objective else [])
         modes = ["max", "max"] + (["min"] if sw.cost_objective else [])
@@ -156,8 +161,7 @@ def search_and_scheduler(s: Sweep) -> tuple[Searcher | SearchAlgorithm, Any]:
     first) and PBT / PB2."""
     if not s.mutated:
         return build_searcher(s), asha(s)
-    points = [p for _, p in warm_start_points(s.space, s.base)] if s.sweep.paper_point else None
-    draws = BasicVariantGenerator(points_to_evaluate=points, random_state=s.sweep.seed)
+    draws = BasicVariantGenerator(points_to_evaluate=reference_points(s), random_state=s.sweep.seed)
     return draws, population_scheduler(s)
 
 
