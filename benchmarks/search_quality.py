@@ -351,13 +351,34 @@ def main() -> None:
     started = time.time()
     out = Path(args.out).resolve()
     (out / "sweeps").mkdir(parents=True, exist_ok=True)
-    for seed in range(args.seeds):  # seed by seed: a killed run has every method at the same seeds
-        for method in methods:
+    pairs = [(seed, method) for seed in range(args.seeds) for method in methods]  # seed by seed: a killed
+    todo = [p for p in pairs if not finished_pair(out / "sweeps" / pair_name(p[1], p[0]))]  # run has every
+    ray_started = start_ray() if todo else False  # method at the same seeds; one local Ray for all
+    try:
+        for seed, method in pairs:
             d, overrides = sweep_spec(method, seed, args)
             print(json.dumps({"method": method, "seed": seed, "overrides": overrides}), flush=True)
             run_pair(out / "sweeps" / pair_name(method, seed), d, overrides)
             write(out, args, methods, started)
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
     print((out / "search_quality.md").read_text())
+
+
+def finished_pair(folder: Path) -> bool:
+    from acl_ray.results.confirm import CONFIRMATION_FILE
+
+    return (folder / CONFIRMATION_FILE).is_file()
+
+
+def start_ray() -> bool:
+    """One local Ray for every sweep (each would otherwise start and stop its own: seconds each)."""
+    from acl_ray.orchestration.ray_train import ensure_ray
+
+    return ensure_ray(None, quiet=True)
 
 
 if __name__ == "__main__":

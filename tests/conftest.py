@@ -8,9 +8,15 @@ about as long as the Ray tests alone. The group is chosen here by test id, on th
 own ``xdist_group`` mark renames test ids on the workers, which pytest 9 no longer lets it do.
 """
 
+import os
 from typing import Any
 
 import pytest
+
+# Every local Ray the tests start (in process or in a script they run) comes up without Ray's
+# dashboard: about 4 s less per start and a share of a core less while it runs, over some 20 starts.
+# (benchmarks/node_loss.py's simulated cluster keeps its own: the state API it reads needs one.)
+os.environ["ACL_RAY_DASHBOARD"] = "0"
 
 # Test ids (a module, or module::test-name prefix) that start Ray; seconds on a 2-core machine.
 # The other orchestration modules test pure functions.
@@ -20,7 +26,7 @@ RAY = (
     "tests/orchestration/test_ray_train_resume.py",  # 110
     "tests/orchestration/test_sweep_console.py",  # 105
     "tests/test_search_quality.py::test_smoke",  # 95
-    "tests/orchestration/test_ray_train.py",  # 60
+    "tests/orchestration/test_ray_train.py",  # 10
     "tests/orchestration/test_tune.py",  # 60
     "tests/test_experiments.py::test_later_methods_sweep_smoke",  # 50
     "tests/orchestration/test_confirm.py",  # 50
@@ -49,3 +55,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return ray_group(nodeid)
 
     return RayGroupScheduling(config, log)
+
+
+@pytest.fixture
+def local_ray() -> Any:
+    """One quiet local Ray for a test that runs several sweeps in its own process (each would start and
+    stop one of its own otherwise: seconds each on 2 cores)."""
+    import ray
+
+    from acl_ray.orchestration.ray_train import ensure_ray
+
+    started = ensure_ray(None, quiet=True)
+    yield
+    if started:
+        ray.shutdown()

@@ -28,6 +28,7 @@ import ray.tune
 
 from acl_ray.config.sweep import Sweep
 from acl_ray.console import log
+from acl_ray.orchestration.ray_train import local_dashboard
 from acl_ray.orchestration.trial import shares_data
 from acl_ray.results.trials import POSTHOC_DIR, write_json
 
@@ -90,7 +91,7 @@ def complete_missing(
     todo = [r for r in rows if r["eval/source"] is None and _reachable(r["checkpoint_path"])]
     if todo:
         if not ray.is_initialized():
-            ray.init(address="local")
+            ray.init(address="local", include_dashboard=local_dashboard())
         refs = [
             _launch(s, r["checkpoint_path"], {k: r[k] for k in s.space if r.get(k) is not None}, data)
             for r in todo

@@ -157,12 +157,28 @@ def cluster_check(workers: int, cpus_per_worker: float, gpus_per_worker: float) 
         )
 
 
+DASHBOARD_ENV = "ACL_RAY_DASHBOARD"  # 0: a local Ray starts without its dashboard
+
+
+def local_dashboard() -> bool:
+    """Whether a local Ray this process starts gets Ray's dashboard (``ACL_RAY_DASHBOARD``, default 1).
+
+    The dashboard and its agent cost a local Ray about 4 s of start-up and a share of a core while
+    it runs (measured on 2 cores); the test suite, which starts Ray a few dozen times, turns it off.
+    """
+    value = os.environ.get(DASHBOARD_ENV, "1").strip().lower()
+    if value not in ("0", "1"):
+        raise ValueError(f"{DASHBOARD_ENV}={value!r}: must be 0 (no dashboard) or 1 (default)")
+    return value == "1"
+
+
 def ensure_ray(address: str | None, num_cpus: int | None = None, quiet: bool = False) -> bool:
     """Connect to ``address`` (a running cluster) or start a local Ray; True if this call started it.
 
     ``quiet``: the output of Ray's worker processes (trials, Train controllers and workers, tasks)
     stays in Ray's log files instead of being forwarded to this terminal (``log_to_driver``), and
-    this process logs only Ray's errors. Neither can change once Ray is initialised.
+    this process logs only Ray's errors. Neither can change once Ray is initialised. A local Ray
+    gets the dashboard unless ``ACL_RAY_DASHBOARD=0`` (:func:`local_dashboard`).
     """
     if ray.is_initialized():
         return False
@@ -177,6 +193,7 @@ def ensure_ray(address: str | None, num_cpus: int | None = None, quiet: bool = F
             address="local",
             num_cpus=num_cpus or os.cpu_count(),
             resources={"TRAIN_DRIVER": 64},
+            include_dashboard=local_dashboard(),
             **verbosity,
         )
     return True

@@ -13,7 +13,7 @@ from acl_ray.results.trials import read_reports, read_trials
 from tests.orchestration.test_tune import SMALL
 
 
-def test_a_sweep_then_its_confirmation_and_a_resumed_confirm_that_trains_nothing(tmp_path) -> None:
+def test_a_sweep_then_its_confirmation_and_a_resumed_confirm_that_trains_nothing(tmp_path, local_ray) -> None:
     from acl_ray.orchestration.tune import confirm_sweep, run_sweep
 
     spec = {**SMALL, "base": {**SMALL["base"], "run": {"epochs": 2}},

@@ -36,6 +36,7 @@ def test_sweep_survives_a_lost_node_and_a_killed_driver(tmp_path) -> None:
         assert h["last_epoch_before"] <= h["first_epoch_after"] <= h["last_epoch_before"] + 1, (trial, h)
         assert h["epochs_reported_twice"] <= 1, (trial, h)
     kill = res["driver_kill"]
+    assert kill["finished_before"], "no trial had finished when the driver was killed"
     assert kill["rerun_after_resume"] == []  # no finished trial re-run after the driver was killed
     epochs = res["sweep"]["base"]["run"]["epochs"]
     for trial, reported in res["epochs_reported"].items():  # every trial trained to its last epoch

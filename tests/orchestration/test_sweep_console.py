@@ -20,15 +20,19 @@ def sweep(tmp_path: Path, name: str, *flags: str) -> tuple[str, Path]:
     spec = {
         **SMALL,
         "base": {**SMALL["base"], "run": {"epochs": 2}},
-        "sweep": {"num_samples": 1, "scheduler": "fifo", "runner": "train"},
+        "sweep": {"num_samples": 1, "scheduler": "fifo", "runner": "train", "proxy_every": 2},
     }
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(spec))
     out = tmp_path / name
-    cmd = [sys.executable, "-m", "acl_ray.cli", "sweep", "--config", str(cfg), "--out", str(out), *flags]
+    return cli("sweep", "--config", str(cfg), "--out", str(out), *flags), out
+
+
+def cli(*args: str) -> str:
+    cmd = [sys.executable, "-m", "acl_ray.cli", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout + done.stderr, out
+    return done.stdout + done.stderr
 
 
 def logged(out: Path, text: str) -> bool:
@@ -54,8 +58,12 @@ def test_worker_output_goes_to_the_sweep_folder_unless_verbose(tmp_path) -> None
         assert (out / "analysis" / name).is_file(), name
     assert (out / "summary.json").is_file()
 
-    verbose, _ = sweep(tmp_path, "verbose", "--verbose")
-    assert "(RayTrainWorker" in verbose and "Checkpoint successfully created" in verbose
+    # --verbose: Ray's own messages and its workers' output reach the console (one switch in
+    # ensure_ray: log_to_driver and Ray's log level). Shown on the finished sweep resumed: Ray starts
+    # (its start-up line, which the quiet sweep did not print), Tune finds nothing left to train.
+    verbose = cli("sweep", "--resume", str(out), "--verbose")
+    assert "Started a local Ray instance" in verbose and "Started a local Ray instance" not in quiet
+    assert "started:" not in verbose, verbose[-3000:]  # no trial (re)started
 
 
 def fake_trial(tmp_path: Path, error: str | None = None) -> SimpleNamespace:
