@@ -18,26 +18,41 @@ import pytest
 # (benchmarks/node_loss.py's simulated cluster keeps its own: the state API it reads needs one.)
 os.environ["ACL_RAY_DASHBOARD"] = "0"
 
-# Test ids (a module, or module::test-name prefix) that start Ray; seconds on a 2-core machine.
-# The other orchestration modules test pure functions.
+# Test ids (a module, or module::test-name prefix) that start Ray, in the order they run; seconds
+# alone on a 2-core machine. They run first, so the other worker's tests overlap the early ones, and
+# test_node_loss last: its 5-node simulated cluster took 450 s beside the other worker's tests and
+# 220 s alone (by then the other worker has finished). The other orchestration modules test pure
+# functions.
 RAY = (
-    "tests/orchestration/test_node_loss.py",  # 250
-    "tests/orchestration/test_tune_resume.py",  # 130
-    "tests/orchestration/test_ray_train_resume.py",  # 110
-    "tests/orchestration/test_sweep_console.py",  # 105
-    "tests/test_search_quality.py::test_smoke",  # 95
+    "tests/orchestration/test_tune.py",  # 50
+    "tests/orchestration/test_population.py",  # 40
+    "tests/orchestration/test_confirm.py",  # 35
     "tests/orchestration/test_ray_train.py",  # 10
-    "tests/orchestration/test_tune.py",  # 60
-    "tests/test_experiments.py::test_later_methods_sweep_smoke",  # 50
-    "tests/orchestration/test_confirm.py",  # 50
-    "tests/orchestration/test_population.py",  # 50
-    "tests/test_experiments.py::test_sweep_cifar10_cluster_smoke",  # 35
+    "tests/orchestration/test_sweep_console.py",  # 75
+    "tests/orchestration/test_tune_resume.py",  # 130
+    "tests/orchestration/test_ray_train_resume.py",  # 140
+    "tests/test_search_quality.py::test_smoke",  # 75
+    "tests/test_experiments.py::test_later_methods_sweep_smoke",  # 60
+    "tests/test_experiments.py::test_sweep_cifar10_cluster_smoke",  # 30
+    "tests/orchestration/test_node_loss.py",  # 220
 )
+
+
+def ray_index(nodeid: str) -> int | None:
+    """The position in RAY of a test that starts Ray, else None."""
+    return next(
+        (i for i, r in enumerate(RAY) if nodeid == r or nodeid.startswith((r + "::", r + "_"))), None
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that start Ray first, in RAY's order; every other test after them, as collected."""
+    items.sort(key=lambda item: (0, i) if (i := ray_index(item.nodeid)) is not None else (1, 0))
 
 
 def ray_group(nodeid: str) -> str:
     """The scheduling unit of a test: ``"ray"`` for a test that starts Ray, else the test itself."""
-    return "ray" if any(nodeid == r or nodeid.startswith((r + "::", r + "_")) for r in RAY) else nodeid
+    return "ray" if ray_index(nodeid) is not None else nodeid
 
 
 # tryfirst: before xdist's own LoadGroupScheduling; optionalhook: plain pytest has no xdist hooks
