@@ -3,9 +3,10 @@
 The tests that start Ray (a local cluster, a sweep, a Ray Train run, a script that does) are one
 scheduling group: they run one after another on one worker, never two Ray clusters at once. (Two
 groups side by side were no faster on 2 cores: each cluster counts every CPU as its own and their
-trials fought for them.) Every other test runs on the other worker meanwhile, so the suite takes
-about as long as the Ray tests alone. The group is chosen here by test id, on the controller: xdist's
-own ``xdist_group`` mark renames test ids on the workers, which pytest 9 no longer lets it do.
+trials fought for them.) Every other test runs on the other worker meanwhile. On 2 cores both halves
+are CPU-bound, so the suite costs about their sum (README "What the suite costs"); with more cores
+the other half overlaps. The group is chosen here by test id, on the controller: xdist's own
+``xdist_group`` mark renames test ids on the workers, which pytest 9 no longer lets it do.
 """
 
 import os
