@@ -91,7 +91,7 @@ def complete_missing(
     todo = [r for r in rows if r["eval/source"] is None and _reachable(r["checkpoint_path"])]
     if todo:
         if not ray.is_initialized():
-            ray.init(address="local", include_dashboard=local_dashboard())
+            ray.init(address="local", include_dashboard=None if local_dashboard() else False)
         refs = [
             _launch(s, r["checkpoint_path"], {k: r[k] for k in s.space if r.get(k) is not None}, data)
             for r in todo

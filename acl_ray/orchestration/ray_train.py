@@ -193,7 +193,7 @@ def ensure_ray(address: str | None, num_cpus: int | None = None, quiet: bool = F
             address="local",
             num_cpus=num_cpus or os.cpu_count(),
             resources={"TRAIN_DRIVER": 64},
-            include_dashboard=local_dashboard(),
+            include_dashboard=None if local_dashboard() else False,  # None: Ray's default, as before
             **verbosity,
         )
     return True

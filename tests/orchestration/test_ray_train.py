@@ -5,7 +5,7 @@ import pytest
 import ray
 
 from acl_ray.cli import main
-from acl_ray.orchestration.ray_train import check_request, cluster_check
+from acl_ray.orchestration.ray_train import DASHBOARD_ENV, check_request, cluster_check, local_dashboard
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +43,13 @@ def test_cli_rejects_bad_workers_before_starting_ray(tmp_path, capsys) -> None:
     assert main(["pretrain", "--workers", "0", "--out", str(tmp_path / "r")]) == 2
     assert "--workers=0" in capsys.readouterr().out
     assert not (tmp_path / "r").exists()
+
+
+def test_the_dashboard_switch_reads_0_or_1_and_names_itself_otherwise(monkeypatch) -> None:
+    monkeypatch.delenv(DASHBOARD_ENV, raising=False)
+    assert local_dashboard() is True  # a user's local Ray gets the dashboard
+    monkeypatch.setenv(DASHBOARD_ENV, "0")
+    assert local_dashboard() is False
+    monkeypatch.setenv(DASHBOARD_ENV, "off")
+    with pytest.raises(ValueError, match=r"ACL_RAY_DASHBOARD='off': must be 0 \(no dashboard\) or 1"):
+        local_dashboard()
