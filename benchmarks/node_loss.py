@@ -47,19 +47,21 @@ from acl_ray.results.trials import read_reports, read_trials
 SWEEP = {
     "base": {
         "data": {"name": "synthetic", "synthetic_size": 300, "batch_size": 32},
-        "run": {"epochs": 12, "threads": 1},
+        "run": {"epochs": 20, "threads": 1},
         "model": {"sync_bn": True},
     },
     "space": {"attack.eps": {"loguniform": [0.03, 0.3]}},
     "sweep": {
         # 2 trials side by side (a trial's start, not its epochs, is what costs here: about a minute
-        # on 2 loaded cores, against 2 s an epoch). The node is taken from a trial with >= 4 epochs to
-        # go; while it restarts the other one finishes, and the driver is killed once the hit trial
-        # trains again: one trial finished, one mid-training (events, not a wave left to spare)
+        # on 2 loaded cores, against 2 s an epoch). The node is taken from a trial early in its 20
+        # epochs; it restarts once the other one has finished (the 3 nodes left hold one 2-worker
+        # trial), and the driver is killed once the hit trial reports again: one trial finished, one
+        # mid-training. Its 12+ epochs to go outlast the driver's copies of result.json into the
+        # sweep folder, which a loaded machine delays (12 epochs did not, pinned to one busy core)
         "num_samples": 2,
         "searcher": "random",
         "scheduler": "fifo",
-        "proxy_every": 12,  # FIFO decides nothing on the proxy: only at the last epoch
+        "proxy_every": 20,  # FIFO decides nothing on the proxy: only at the last epoch
         "workers": 2,
         "cpus_per_worker": 1,
         "max_failures": 3,
@@ -123,12 +125,12 @@ def wait_for(cond: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]
 
 
 def training_node(cluster: Cluster, rows: dict[str, list[dict[str, Any]]], epochs: int) -> Any:
-    """The worker node of the rank-0 worker of a trial with at least 4 epochs still to train (its reports
+    """The node of the rank-0 worker of a trial with at least 12 epochs still to train (its reports
     carry that worker's node id), so removing the node certainly hits that trial, and after its
     recovery it still has an epoch to report before its last one: the driver kill needs a trial
     mid-training then. Read from the reports, not Ray's state API, which answered too slowly on a
     loaded one-core machine for the trial to still be early when the answer came (seen there)."""
-    ids = {r[-1].get("worker/node_id") for r in rows.values() if r and len(r) <= epochs - 4}
+    ids = {r[-1].get("worker/node_id") for r in rows.values() if r and len(r) <= epochs - 12}
     return next((n for n in cluster.worker_nodes if n.node_id in ids), None)
 
 
