@@ -16,14 +16,17 @@ import pytest
 
 # Every local Ray the tests start (in process or in a script they run) comes up without Ray's
 # dashboard: about 4 s less per start and a share of a core less while it runs, over some 20 starts.
-# (benchmarks/node_loss.py's simulated cluster keeps its own: the state API it reads needs one.)
+# (test_netns_cluster's cluster, started with `ray start`, keeps the head's: job submission and the
+# state API a resumed sweep reads need it.)
 os.environ["ACL_RAY_DASHBOARD"] = "0"
 
 # Test ids (a module, or module::test-name prefix) that start Ray, in the order they run; seconds
 # alone on a 2-core machine. They run first, so the other worker's tests overlap the early ones, and
-# test_node_loss last: its 5-node simulated cluster took 450 s beside the other worker's tests and
-# 220 s alone (by then the other worker has finished). The other orchestration modules test pure
-# functions.
+# test_netns_cluster last: its cluster of a head and 3 worker nodes in network namespaces starts
+# some 20 Ray processes and its sweep restarts a worker group, which beside the other worker's tests
+# would slow both (as test_node_loss's simulated 5-node cluster did: 450 s beside them, 220 s alone,
+# before the netns sweep replaced it); by then the other worker has finished. The other
+# orchestration modules test pure functions.
 RAY = (
     "tests/orchestration/test_tune.py",  # 50
     "tests/orchestration/test_population.py",  # 40
@@ -35,7 +38,7 @@ RAY = (
     "tests/test_search_quality.py::test_smoke",  # 75
     "tests/test_experiments.py::test_later_methods_sweep_smoke",  # 60
     "tests/test_experiments.py::test_sweep_cifar10_cluster_smoke",  # 30
-    "tests/orchestration/test_node_loss.py",  # 220
+    "tests/orchestration/test_netns_cluster.py",  # 267 at load 4-17: cluster 39, sweep 197
 )
 
 
