@@ -1,4 +1,7 @@
-"""``acl-ray``: the console entry point. Subcommands are thin; the logic lives in the library."""
+"""``acl-ray``: the console entry point. Subcommands are thin; the logic lives in the library.
+
+``DESCRIPTION`` (not this docstring) is what ``acl-ray --help`` tells a user.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,19 @@ from acl_ray.config.fields import parse_set
 from acl_ray.config.pretrain import Config, load_config
 from acl_ray.config.protocols import PRESETS
 from acl_ray.console import console
+
+DESCRIPTION = """\
+Adversarial Contrastive Learning (ACL; Jiang et al., NeurIPS 2020): pre-train robust encoders on
+unlabelled images, measure their robust accuracy, and tune ACL's knobs (PGD steps, eps, temperature,
+batch size, ...) with Ray Tune + Optuna sweeps, on a laptop CPU or a Ray cluster.
+
+start with:
+  acl-ray sweep --config configs/sweep_digits.yaml --out runs/s1   a sweep on the bundled digits (CPU)
+  acl-ray dashboard runs/s1                                         watch its Optuna study in a browser
+  acl-ray analyze runs/s1                                           tables, Pareto plots, the best config
+  acl-ray pretrain --out runs/ds                                    one ACL-DS pre-training run
+  acl-ray finetune --checkpoint runs/ds --protocol slf --out runs/slf   its robust accuracy (SLF)"""
+EPILOG = "acl-ray COMMAND --help shows a command's options; README.md has the rest."
 
 # Bad input a user can fix, printed as one line with exit code 2: a wrong value or file (ValueError),
 # a missing, unreadable or unreachable path, dataset or cluster (OSError), YAML that does not parse.
@@ -205,9 +221,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from acl_ray.orchestration.dashboard import serve, sweep_study
+
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"Illegal --port={args.port}: must be in [0, 65535] (0: a free port)")
+    url, name = sweep_study(args.dir)
+    serve(url, name, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="acl-ray", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="acl-ray",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # DESCRIPTION's lines as written
+    )
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     p = sub.add_parser("pretrain", help="ACL pre-training (in-process)")
     _config_args(p)
     p.add_argument("--out", required=True, help="run directory (config.yaml, metrics.jsonl, checkpoint.pt)")
@@ -281,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-standard-acc", type=float, help="min-sa: the lowest standard accuracy accepted")
     p.add_argument("--metric", default="val/robust_acc", help="val|eval|proxy / robust_acc|standard_acc")
     p.set_defaults(func=cmd_analyze, overrides=[])
+
+    p = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's Optuna study (http://127.0.0.1:PORT)")
+    p.add_argument("dir", help="sweep folder, running or finished (DIR/study.db or its sweep.study_storage)")
+    p.add_argument("--port", type=int, default=8080, help="local port (default 8080)")
+    p.set_defaults(func=cmd_dashboard, overrides=[])
     return parser
 
 

@@ -32,7 +32,9 @@ SEARCHERS = ("tpe", "random", "nsga2", "gp")
 POPULATION = ("pbt", "pb2")  # schedulers that change a trial's values while it trains (no searcher)
 SCHEDULERS = ("asha", "fifo", *POPULATION)
 RUNNERS = ("auto", "train")
+TRACKERS = ("mlflow", "wandb")  # sweep.tracking: Ray Tune's MLflow / Weights & Biases logger callbacks
 SWEEP_FILE = "sweep.yaml"
+STUDY_FILE = "study.db"  # the Optuna study of a sweep with a searcher, unless sweep.study_storage says
 
 
 def names(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -106,6 +108,13 @@ class SweepConfig(Settings):
     # the searches compared at equal cost: Tune ends the sweep (every trial) once its trials have
     # trained this many epochs in all (each trial counts its highest reported epoch once)
     budget_epochs: int = 0  # total training epochs of the sweep; 0 = no budget (num_samples ends it)
+    # the Optuna study (every trial, its state, values, proxy per epoch): an Optuna storage URL, e.g.
+    # postgresql://user@db/acl for a cluster (a database server the head reaches; the study is named
+    # after the sweep folder); "" = sqlite:///DIR/study.db. PBT / PB2 sweeps have no study
+    study_storage: str = ""  # Optuna storage URL; "" = DIR/study.db (see above)
+    # mlflow: one MLflow run per trial (into sqlite:///DIR/mlflow.db unless MLFLOW_TRACKING_URI is set);
+    # wandb: one W&B run per trial (offline into DIR/wandb unless logged in or WANDB_MODE is set)
+    tracking: tuple[str, ...] = ()  # mlflow, wandb or both: the trackers every trial logs to (see above)
     confirm: ConfirmConfig = ConfirmConfig()  # confirmation runs after the search (ConfirmConfig)
 
     def __post_init__(self) -> None:
@@ -125,6 +134,15 @@ class SweepConfig(Settings):
         check(self.budget_epochs >= 0, "sweep.budget_epochs", "an integer >= 0", self.budget_epochs)
         choice("sweep.metric", self.metric, ("val/robust_acc", "val/standard_acc"))
         object.__setattr__(self, "mutable", names(self.mutable))
+        object.__setattr__(self, "tracking", names(self.tracking))
+        for tracker in self.tracking:
+            choice("sweep.tracking", tracker, TRACKERS)
+        check(len(set(self.tracking)) == len(self.tracking), "sweep.tracking", "without repeats",
+              ",".join(self.tracking))
+        url = self.study_storage
+        check(not url or "://" in url, "sweep.study_storage",
+              "empty (DIR/study.db) or an Optuna storage URL such as sqlite:////path/study.db or "
+              "postgresql://user@host/db", url)
         between = f"keys that can change between epochs: {', '.join(SCHEDULABLE)}"
         for key in self.mutable:
             check(key in SCHEDULABLE, "sweep.mutable", between, key)
@@ -164,6 +182,9 @@ class Sweep:
               "in their own process; Ray Train trials are not supported)", sw.workers)
         check(sw.perturbation_interval < epochs, "sweep.perturbation_interval",
               f"below run.epochs ({epochs}), or no member is ever perturbed", sw.perturbation_interval)
+        check(not sw.study_storage, "sweep.study_storage",
+              f"empty with sweep.scheduler={name} (a population has no searcher, so no Optuna study)",
+              sw.study_storage)
         check(sw.confirm.top_k == 0, "sweep.confirm.top_k",
               f"0 with sweep.scheduler={name} (a member's config is its last values, not its schedule: "
               "replay DIR/best_schedule.yaml)", sw.confirm.top_k)
@@ -179,6 +200,13 @@ class Sweep:
             return []
         chosen = self.sweep.mutable or SCHEDULABLE
         return [k for k in self.space if k in chosen]
+
+    def study_url(self, out: Path) -> str | None:
+        """The Optuna storage of the sweep in folder ``out`` (``sweep.study_storage`` or
+        ``sqlite:///out/study.db``); None for a population sweep, which has no searcher."""
+        if self.sweep.scheduler in POPULATION:
+            return None
+        return self.sweep.study_storage or f"sqlite:///{Path(out).resolve() / STUDY_FILE}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

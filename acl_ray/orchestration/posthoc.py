@@ -18,7 +18,7 @@ covers what is left (trials stopped in an earlier run of a resumed sweep).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from acl_ray.orchestration.ray_train import local_dashboard
 from acl_ray.orchestration.trial import shares_data
 from acl_ray.results.trials import POSTHOC_DIR, write_json
 
-# (trial id, metrics or None while it runs / after a failure): how the live table hears of it
+# (trial id, None when its evaluation starts / metrics when they are in): how the live table, the
+# Optuna study and the trackers hear of it
 Notify = Callable[[str, dict[str, Any] | None], None]
 
 
@@ -111,9 +112,9 @@ class Posthoc(ray.tune.Callback):
     """
 
     def __init__(
-        self, s: Sweep, out: Path, notify: Notify | None = None, data: ray.ObjectRef | None = None
+        self, s: Sweep, out: Path, notify: Sequence[Notify] = (), data: ray.ObjectRef | None = None
     ) -> None:
-        self.s, self.out, self.notify = s, out, notify
+        self.s, self.out, self.notify = s, out, list(notify)
         self._ckpt: dict[str, str] = {}  # trial id -> latest reported checkpoint
         self._pending: dict[str, ray.ObjectRef] = {}
         self._stopped: dict[str, float] = {}  # trial id -> monotonic time it stopped (for the lag)
@@ -121,6 +122,11 @@ class Posthoc(ray.tune.Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_ckpt": {}, "_pending": {}, "_stopped": {}, "_data": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        notify = state.get("notify")  # one listener (or None) in sweeps started before there were more
+        state["notify"] = [notify] if callable(notify) else list(notify or ())
+        self.__dict__.update(state)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get("checkpoint_path"):
@@ -137,8 +143,8 @@ class Posthoc(ray.tune.Callback):
             self._data = ray.put(load_datasets(self.s.base.data))
         self._pending[trial.trial_id] = _launch(self.s, str(path), dict(trial.config), self._data)
         self._stopped[trial.trial_id] = time.monotonic()
-        if self.notify is not None:
-            self.notify(trial.trial_id, None)
+        for notify in self.notify:
+            notify(trial.trial_id, None)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self._pending:
@@ -160,5 +166,5 @@ class Posthoc(ray.tune.Callback):
             metrics["time/posthoc_lag_s"] = round(time.monotonic() - self._stopped.pop(tid), 2)
             if self.out.is_dir():
                 _write(self.out, tid, metrics)
-            if self.notify is not None:
-                self.notify(tid, metrics)
+            for notify in self.notify:
+                notify(tid, metrics)

@@ -26,24 +26,34 @@ import ray
 import ray.tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from acl_ray.algorithm.data import load_datasets
 from acl_ray.algorithm.run_dir import require_empty
-from acl_ray.config.space import validate_space, warm_start_points
+from acl_ray.config.space import validate_space
 from acl_ray.config.sweep import SWEEP_FILE, Sweep
-from acl_ray.console import log
+from acl_ray.console import console, log
 from acl_ray.orchestration.cluster import reclaim_orphaned_placement_groups
 from acl_ray.orchestration.confirm import run_confirmation
 from acl_ray.orchestration.epochs import PROXY_METRIC
 from acl_ray.orchestration.experiment import local_experiment
 from acl_ray.orchestration.live_table import TrialTable
 from acl_ray.orchestration.population import population_scheduler
-from acl_ray.orchestration.posthoc import Posthoc, complete_missing
+from acl_ray.orchestration.posthoc import Notify, Posthoc, complete_missing
 from acl_ray.orchestration.ray_train import ensure_ray
 from acl_ray.orchestration.resources import concurrency, experiment_path, trial_resources
 from acl_ray.orchestration.result_files import CsvLogger, JsonLogger
+
+# ProxyOptunaSearch: also for the tuner.pkl of sweeps started when it was defined here (--resume)
+from acl_ray.orchestration.search import ProxyOptunaSearch, build_searcher, reference_points  # noqa: F401
+from acl_ray.orchestration.study import (
+    PosthocToStudy,
+    new_study_storage,
+    record_posthoc,
+    stored_study,
+    study_name,
+)
 from acl_ray.orchestration.sweep_logs import keep_logs, link_logs
+from acl_ray.orchestration.tracking import check_extras, hints
 from acl_ray.orchestration.trial import in_process, make_trainable
 from acl_ray.results.confirm import CONFIRM_DIR, PLAN_FILE
 from acl_ray.results.schedules import BEST_SCHEDULE_FILE, write_schedules
@@ -60,27 +70,6 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 # Tune's legacy console output, which verbose=0 silences; the new one prints its experiment box and
 # a TensorBoard hint whatever the verbosity. The sweep draws its own table (live_table.TrialTable).
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
-
-class ProxyOptunaSearch(OptunaSearch):
-    """OptunaSearch whose intermediate values are the per-epoch proxy.
-
-    A trial without the final metric (stopped by ASHA) is told to Optuna as PRUNED with those
-    intermediate values, not as a finished trial with a low-fidelity value.
-    """
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or PROXY_METRIC not in result or trial_id not in self._ot_trials:
-            return
-        if result.get("replayed"):  # a restored trial's earlier rows again: Optuna has their steps
-            return
-        self._ot_trials[trial_id].report(result[PROXY_METRIC], int(result.get("epoch", 0)))
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        if result and any(m not in result for m in metrics):
-            result = None  # -> PRUNED (or FAIL on error) in OptunaSearch
-        super().on_trial_complete(trial_id, result, error)
 
 
 class EpochBudget(ray.tune.Stopper):
@@ -123,44 +112,11 @@ def to_tune(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def startup_trials(s: Sweep) -> int:
-    """TPE's start-up trials: the enqueued reference points, then a few random ones (2 up to 100
-    trials, 10 from 100 on, Optuna's default) before the model proposes every trial."""
-    refs = len(warm_start_points(s.space, s.base)) if s.sweep.paper_point else 0
-    return s.sweep.startup_trials or refs + max(2, min(10, s.sweep.num_samples // 10))
-
-
-def reference_points(s: Sweep) -> list[dict[str, Any]] | None:
-    """The first trials of a sweep with ``sweep.paper_point`` (``warm_start_points``), else None."""
-    return [p for _, p in warm_start_points(s.space, s.base)] if s.sweep.paper_point else None
-
-
-def build_searcher(s: Sweep) -> OptunaSearch:
-    """Optuna through Tune, told the reference points first (``sweep.paper_point``): the paper's,
-    and DynACL / DynACL-AIR where the space holds their keys, clipped into it."""
-    sw = s.sweep
-    points = reference_points(s)
-    if sw.searcher == "nsga2":
-        metrics = ["val/standard_acc", "val/robust_acc"] + (["time/train_s"] if sw.cost_objective else [])
-        modes = ["max", "max"] + (["min"] if sw.cost_objective else [])
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(
-            population_size=max(4, sw.num_samples // 3), seed=sw.seed
-        )
-        return ProxyOptunaSearch(metric=metrics, mode=modes, sampler=sampler, points_to_evaluate=points)
-    if sw.searcher == "random":
-        sampler = optuna.samplers.RandomSampler(seed=sw.seed)
-    elif sw.searcher == "gp":  # Bayesian optimisation (needs torch, which the trials need anyway)
-        sampler = optuna.samplers.GPSampler(n_startup_trials=startup_trials(s), seed=sw.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(n_startup_trials=startup_trials(s), seed=sw.seed)
-    return ProxyOptunaSearch(metric=sw.metric, mode="max", sampler=sampler, points_to_evaluate=points)
-
-
-def search_and_scheduler(s: Sweep) -> tuple[Searcher | SearchAlgorithm, Any]:
-    """Optuna and ASHA (or FIFO); for a population sweep, Tune's random draws (the reference points
-    first) and PBT / PB2."""
+def search_and_scheduler(s: Sweep, out: Path) -> tuple[Searcher | SearchAlgorithm, Any]:
+    """Optuna (its study in ``s.study_url(out)``) and ASHA (or FIFO); for a population sweep, Tune's
+    random draws (the reference points first) and PBT / PB2."""
     if not s.mutated:
-        return build_searcher(s), asha(s)
+        return build_searcher(s, new_study_storage(s, out), study_name(out)), asha(s)
     draws = BasicVariantGenerator(points_to_evaluate=reference_points(s), random_state=s.sweep.seed)
     return draws, population_scheduler(s)
 
@@ -203,7 +159,16 @@ def build_tuner(
     if restore:
         return ray.tune.Tuner.restore(storage, trainable, resume_unfinished=True, resume_errored=True)
     table = TrialTable(list(s.space), PROXY_METRIC, s.base.run.epochs)
-    search_alg, scheduler = search_and_scheduler(s)
+    search_alg, scheduler = search_and_scheduler(s, out)
+    trackers: list[Any] = []
+    if s.sweep.tracking:  # (importing the trackers imports mlflow and wandb)
+        from acl_ray.orchestration.trackers import tracking_callbacks
+
+        trackers = tracking_callbacks(s, out)
+    url = s.study_url(out)
+    # who hears of a post-hoc evaluation (its start, its numbers): the table, the study, the trackers
+    listeners: list[Notify] = [table.posthoc, *([PosthocToStudy(url, study_name(out))] if url else [])]
+    listeners += [t.posthoc for t in trackers]
     return ray.tune.Tuner(
         trainable,
         param_space=to_tune(s.space),
@@ -221,9 +186,12 @@ def build_tuner(
             failure_config=ray.tune.FailureConfig(max_failures=sw.max_failures),
             sync_config=LIVE_SYNC,
             stop=EpochBudget(sw.budget_epochs) if sw.budget_epochs else None,
-            # Posthoc first: when Tune ends it waits for the evaluations while the table still draws.
+            # Posthoc first: when Tune ends it waits for the evaluations while the table still draws, and
+            # a tracker hears that a stopped trial's evaluation runs before the trial's end reaches it.
             # (JsonLogger, CsvLogger: Tune's own, without losing rows when a trial starts again)
-            callbacks=[Posthoc(s, out, table.posthoc, data), table, *callbacks, JsonLogger(), CsvLogger()],
+            callbacks=[
+                Posthoc(s, out, listeners, data), table, *trackers, *callbacks, JsonLogger(), CsvLogger()
+            ],
         ),
     )
 
@@ -236,6 +204,7 @@ def run_sweep(
     ``verbose``: Ray's worker output on the terminal too (else only in ``out/logs``). ``analysis``:
     write ``out/analysis/`` (``acl-ray analyze`` with its default selection) at the end.
     """
+    check_extras(s)
     out = require_empty(Path(out).resolve(), "use --resume or another --out")
     data = load_datasets(s.base.data)
     validate_space(s.space, s.base, len(data.train))
@@ -243,6 +212,8 @@ def run_sweep(
     _quiet(verbose)
     try:
         concurrency(s)  # fails here, before anything is written, if no trial fits
+        if s.sweep.study_storage:  # likewise a shared storage that holds this sweep's study name already
+            new_study_storage(s, out)
         out.mkdir(parents=True, exist_ok=True)
         s.save(out)
         ref = ray.put(data)
@@ -263,6 +234,7 @@ def resume_sweep(
     s = load_sweep(out / SWEEP_FILE)
     if not ray.tune.Tuner.can_restore(experiment_path(s, out)):
         raise ValueError(f"{str(out)!r} is not a sweep folder (no Tune experiment state)")
+    check_extras(s)
     started = ensure_ray(address, quiet=not verbose)
     _quiet(verbose)
     try:
@@ -288,6 +260,10 @@ def _fit(
     log(f"sweep {out}: Ray's worker logs in {logs or 'the Ray session folder'}")
     tuner.fit()
     rows = summarize(s, out)
+    url = s.study_url(out)
+    watch = [f"Optuna study {study_name(out)!r} in {url}: acl-ray dashboard {out}"]
+    for line in [*(watch if url and stored_study(url, study_name(out)) else []), *hints(s, out)]:
+        console.print(line, markup=False, soft_wrap=True)  # commands to copy: verbatim, never wrapped
     if s.sweep.confirm.top_k or _confirming(out):
         run_confirmation(s, out, rows, data)
     if analysis:
@@ -363,6 +339,9 @@ def summarize(s: Sweep, out: Path) -> list[dict[str, Any]]:
     with local_experiment(experiment_path(s, out)) as experiment:
         trials = read_trials(experiment, posthoc=out / POSTHOC_DIR, unsaved=False)
     rows = complete_missing(s, out, summary_rows(s, trials))
+    url = s.study_url(out)
+    if url and stored_study(url, study_name(out)):  # also those evaluated by complete_missing
+        record_posthoc(url, study_name(out), [r for r in rows if r["eval/source"] == "posthoc"])
     best = write_summary(s, out, rows)
     if s.mutated:
         write_schedules(s, out, trials, best)

@@ -10,7 +10,8 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
 
 from acl_ray.config.sweep import Sweep, SweepConfig, load_sweep
-from acl_ray.orchestration.tune import EpochBudget, build_searcher, startup_trials
+from acl_ray.orchestration.search import build_searcher, startup_trials
+from acl_ray.orchestration.tune import EpochBudget
 from tests.orchestration.test_tune import ROOT
 from tests.orchestration.test_warm_start import suggestions
 

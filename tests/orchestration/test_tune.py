@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from acl_ray.config.space import paper_point, validate_space
 from acl_ray.config.sweep import Sweep, load_sweep
 from acl_ray.orchestration.trial import asha_rungs
 from acl_ray.orchestration.tune import to_tune
+from tests.orchestration.test_study import check_study
+from tests.orchestration.test_tracking import check_mlflow, check_wandb
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {
@@ -31,12 +34,18 @@ SMALL = {
 
 
 def test_small_sweep_reports_standard_and_robust_accuracy_for_every_trial(tmp_path, capsys) -> None:
+    """... and leaves every trial in its Optuna study, MLflow and W&B (the tracking extra)."""
     from acl_ray.orchestration.tune import run_sweep
 
     out = tmp_path / "sweep"
-    rows = run_sweep(Sweep.from_dict(SMALL), out)
+    spec = {**SMALL, "sweep": {**SMALL["sweep"], "tracking": ["mlflow", "wandb"]}}
+    with warnings.catch_warnings(record=True) as caught:
+        python_default_warnings()  # what `acl-ray sweep` would show, not pytest's capture
+        rows = run_sweep(Sweep.from_dict(spec), out)
+    assert not [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught]
     assert len(rows) == 4
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     for r in rows:  # stopped trials were evaluated by the Tune callback as they stopped, not afterwards
         assert (f"{r['trial_id']} post-hoc evaluation" in printed) == r["stopped_early"], printed
     for r in rows:
@@ -54,7 +63,25 @@ def test_small_sweep_reports_standard_and_robust_accuracy_for_every_trial(tmp_pa
         assert r["resolved_config"]["loss"]["air_weight"] == r["loss.air_weight"] in (0.0, 0.5)
     best = load_config(out / "best_config.yaml")  # acl-ray pretrain --config accepts it as is
     assert best.attack.steps == summary["best"]["attack.steps"] and best.data.name == "synthetic"
-    assert load_sweep(out / "sweep.yaml").to_dict() == Sweep.from_dict(SMALL).to_dict()
+    assert load_sweep(out / "sweep.yaml").to_dict() == Sweep.from_dict(spec).to_dict()
+    check_study(out, rows)
+    check_mlflow(out, rows)
+    check_wandb(out, rows)
+    for line in (f"acl-ray dashboard {out}", f"mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db",
+                 f"wandb sync {out}/wandb/offline-run-*"):
+        assert line in printed, line
+    # nothing a library logs reaches the terminal unasked (MLflow's table creation, Ray's note on
+    # restartable actors); warnings: above
+    assert not [x for x in captured.err.splitlines() if x.strip()], captured.err[-3000:]
+
+
+def python_default_warnings() -> None:
+    """Python's own warning filters (pytest's capture shows every warning): deprecations of library
+    code and resource / import warnings are not shown, everything else once."""
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 def test_space_conversion_and_paper_point() -> None:
@@ -109,6 +136,8 @@ def test_bad_search_spaces(space, message) -> None:
         ("final.protocol=xyz", "finetune.protocol"),
         ("eval.eps=2", "eval.eps"),
         ("attack.eps=-1", "attack.eps"),
+        ("sweep.tracking=neptune", "sweep.tracking='neptune': must be one of mlflow, wandb"),
+        ("sweep.study_storage=study.db", "sweep.study_storage"),
     ],
 )
 def test_bad_sweep_settings(override, message) -> None:

@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import yaml
 
 from acl_ray.algorithm.checkpoint import load_checkpoint
 from acl_ray.results.trials import read_reports
+from tests.orchestration.test_study import check_study, study_of
 from tests.orchestration.test_tune import SMALL
 
 
@@ -45,6 +47,7 @@ def test_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path) -> No
     proc.wait(timeout=60)
     before = finished(out)
     assert 1 <= len(before) < 3
+    told = {t.number: t.user_attrs["trial_id"] for t in study_of(out).trials}  # the study as the kill left it
 
     done = subprocess.run(
         [sys.executable, "-m", "acl_ray.cli", "sweep", "--resume", str(out)],
@@ -64,6 +67,11 @@ def test_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path) -> No
         # complete Train run then re-reports that row without training).
         assert by_id[tid]["val/robust_acc"] == row["val/robust_acc"]
         assert after[tid]["worker/pid"] == row["worker/pid"] and after[tid]["epoch"] == row["epoch"]
+    # the resumed sweep went on in the same study: its trials kept, the rest added, nothing twice
+    study = check_study(out, summary["trials"])
+    assert optuna.study.get_all_study_names(f"sqlite:///{out / 'study.db'}") == ["sweep"]
+    assert {t.number: t.user_attrs["trial_id"] for t in study.trials if t.number in told} == told
+    assert {t.user_attrs["trial_id"] for t in study.trials} >= set(by_id)
 
 
 def reports(out: Path) -> list[dict]:

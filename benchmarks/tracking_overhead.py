@@ -1,0 +1,144 @@
+"""What watching a sweep costs: the default sweep's wall time with and without each integration.
+
+Variants, each the default sweep (configs/sweep_digits.yaml; ``--set`` overrides apply to all) run as
+``acl-ray sweep`` does, in a fresh Python process (imports, local Ray, the sweep, its summary):
+
+- ``baseline``: the Optuna study in memory only, as before studies were kept on disk;
+- ``study``: the default, the study in ``DIR/study.db``;
+- ``mlflow``, ``wandb``, ``mlflow+wandb``: the study and ``sweep.tracking`` (W&B offline).
+
+The variants run in turn, ``--repeats`` rounds (each round in a new order, so a slow spell of a shared
+machine does not land on one variant); per variant: the median wall time of the process and of the
+sweep itself (``run_sweep``, Ray start included), and the overhead against ``baseline``. Writes
+``tracking_overhead.json`` and ``tracking_overhead.md`` to ``--out``.
+
+    python benchmarks/tracking_overhead.py --out benchmarks/results                # ~10 x 2 min on 2 cores
+    python benchmarks/tracking_overhead.py --out /tmp/t --repeats 1 --variants baseline,mlflow+wandb \\
+        --set sweep.num_samples=2 --set run.epochs=2                                 # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "sweep_digits.yaml"
+VARIANTS = {  # name -> sweep.tracking (None: the study kept in memory only)
+    "baseline": None,
+    "study": [],
+    "mlflow": ["mlflow"],
+    "wandb": ["wandb"],
+    "mlflow+wandb": ["mlflow", "wandb"],
+}
+
+
+def one(variant: str, out: Path, overrides: list[str]) -> None:
+    """Run one sweep in this process and print its seconds (the child side of :func:`timed`)."""
+    from acl_ray.config.sweep import load_sweep
+    from acl_ray.orchestration import tune
+
+    tracking = VARIANTS[variant]
+    s = load_sweep(CONFIG, [*overrides, f"sweep.tracking=[{','.join(tracking or [])}]"])
+    if tracking is None:  # the searcher's study in memory, as before it was stored
+        tune.new_study_storage = lambda s, out: None  # type: ignore[assignment]
+    start = time.perf_counter()
+    tune.run_sweep(s, out, analysis=False)
+    print(json.dumps({"sweep_s": time.perf_counter() - start}))
+
+
+def timed(variant: str, folder: Path, overrides: list[str]) -> dict[str, float]:
+    """Wall seconds of a fresh process running one variant, and of the sweep inside it."""
+    cmd = [sys.executable, __file__, "--one", variant, "--sweep-dir", str(folder)]
+    cmd += [a for o in overrides for a in ("--set", o)]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.setdefault("ACL_RAY_DASHBOARD", "0")  # Ray's dashboard off, as in the tests (README)
+    env.pop("MLFLOW_TRACKING_URI", None)  # the default store in the sweep folder
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    total = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    sweep = json.loads(done.stdout.strip().splitlines()[-1])["sweep_s"]
+    return {"process_s": round(total, 2), "sweep_s": round(sweep, 2)}
+
+
+def report(runs: dict[str, list[dict[str, float]]], overrides: list[str]) -> dict[str, Any]:
+    keys = ("process_s", "sweep_s")
+    med = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in runs.items()}
+    base = med.get("baseline")
+    rows = []
+    for v, m in med.items():
+        row: dict[str, Any] = {"variant": v, "runs": len(runs[v]), **{k: round(x, 2) for k, x in m.items()}}
+        if base is not None:
+            row["overhead_process_pct"] = round(100 * (m["process_s"] / base["process_s"] - 1), 1)
+            row["overhead_sweep_pct"] = round(100 * (m["sweep_s"] / base["sweep_s"] - 1), 1)
+        rows.append(row)
+    return {"config": str(CONFIG.relative_to(ROOT)), "set": overrides, "cpus": os.cpu_count(), "rows": rows,
+            "runs": runs}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    sets = " ".join(f"--set {o}" for o in result["set"]) or "(none)"
+    lines = [
+        "# What watching a sweep costs (benchmarks/tracking_overhead.py)",
+        "",
+        f"The default sweep (`{result['config']}`, overrides: {sets}), each variant in a fresh process;"
+        f" median over the runs; {result['cpus']} CPUs. `baseline`: the Optuna study in memory only.",
+        "",
+        "| variant | runs | process (s) | sweep (s) | overhead, process | overhead, sweep |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        pct = [f"{r[k]:+.1f}%" if k in r else "-" for k in ("overhead_process_pct", "overhead_sweep_pct")]
+        cells = [r["variant"], r["runs"], r["process_s"], r["sweep_s"], *pct]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", help="folder for tracking_overhead.json / .md")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}")
+    p.add_argument("--repeats", type=int, default=2, help="rounds over the variants")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0, help="the order of the variants in each round")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process
+    p.add_argument("--sweep-dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        one(args.one, Path(args.sweep_dir), args.overrides)
+        return
+    if not args.out:
+        p.error("--out is required")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
+    rng = random.Random(args.seed)
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory(prefix="acl_ray_tracking_") as tmp:
+        for r in range(args.repeats):
+            order = rng.sample(variants, len(variants))
+            for v in order:
+                runs[v].append(timed(v, Path(tmp) / f"{v.replace('+', '_')}-{r}", args.overrides))
+                print(f"round {r + 1}/{args.repeats} {v}: {runs[v][-1]}", flush=True)
+    result = report(runs, args.overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tracking_overhead.json").write_text(json.dumps(result, indent=2))
+    (out / "tracking_overhead.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
