@@ -8,6 +8,7 @@ is. No Ray is started or imported.
 
 from __future__ import annotations
 
+import signal
 import socketserver
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ def serve(url: str, name: str, port: int) -> None:
         f"  (or ssh -L {port}:{HOST}:{port} USER@HEAD), then open that address there",
     ):
         console.print(line, markup=False, soft_wrap=True, highlight=False)
+    # Ctrl-C stops it even where SIGINT came ignored (a job started with `&` by a script, a test
+    # runner's worker): Python only installs its own handler when the signal is not ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
