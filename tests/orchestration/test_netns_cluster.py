@@ -8,6 +8,7 @@ sweep replaces tests/orchestration/test_node_loss.py's simulated cluster (benchm
 still a script); a sweep driver killed mid-trial and resumed: test_tune_resume.py on a local Ray, and
 the benchmark on this cluster."""
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -77,7 +78,12 @@ def cluster() -> Any:
     c = nc.NetnsCluster(workers=3)
     with c:
         yield c
-    assert leftovers(f"{nc.PREFIX}{c.root.name[len(nc.TEMP_PREFIX):]}", c.root) == []
+    tag = f"{nc.PREFIX}{c.root.name[len(nc.TEMP_PREFIX):]}"
+    # the kernel drops a namespace's veth links once the last process in it has exited, which can
+    # come after the harness is done (seen once in a suite run after a failed sweep): wait for that
+    with contextlib.suppress(TimeoutError):  # the assertion below says what is left
+        nc.wait_for(lambda: not leftovers(tag, c.root), 120, "the harness's leftovers to go")
+    assert leftovers(tag, c.root) == []
 
 
 def tcp(c: Any, node: Any, host: str, port: int) -> str:
@@ -193,9 +199,10 @@ def test_a_failed_start_leaves_nothing_and_spares_a_running_cluster(cluster) -> 
 
 # LEAD: epochs the trial has to go at each fault, as the sweep folder shows them. The folder lags
 # training by Tune's copies (every 5 s): 3 epochs here at 2 s an epoch, 6 leaves room for a machine
-# twice as fast. The faults come early (the trial's first reports): EPOCHS = LEAD + 4 leaves them
-# room and costs few epochs (2 s each) after the last fault.
-EPOCHS, LEAD, DOWN = 10, 6, 10
+# twice as fast. The faults come early (the trial's first reports), but the second waits for the
+# restarted group's reports, which came at epoch 5 of 10 in one suite run, too late for LEAD:
+# EPOCHS = LEAD + 10 leaves room for both and costs few epochs (2 s each) after the last fault.
+EPOCHS, LEAD, DOWN = 16, 6, 10
 
 
 def test_a_sweep_survives_a_killed_node_and_a_partition(cluster, tmp_path) -> None:
