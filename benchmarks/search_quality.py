@@ -29,7 +29,9 @@ trial's val RA (final, or post hoc from its last checkpoint when ASHA or the bud
 counts from its last report on.
 
     # 5 seeds x 4 methods, budget 400 epochs, 40-epoch trials: about 12,800 training epochs in all
-    # (8,000 searching, 4,800 confirming), roughly 3-4 h on 2 CPU cores
+    # (8,000 searching, 4,800 confirming): some 16 h on 2 CPU cores, where 40-epoch digits runs
+    # cost about 4.5 s of wall time an epoch, two at a time (benchmarks/results/confirm_later40.md:
+    # its confirmation, 6 runs x 40 epochs, took about 18 min); meant for a GPU machine or a cluster
     python benchmarks/search_quality.py --out benchmarks/results/search_quality
     python benchmarks/search_quality.py --out /tmp/sq --smoke    # 1.5-3 min: synthetic, 2 methods x 1 seed
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import typing
+import warnings
 from typing import Any
 
 import optuna
@@ -33,7 +34,14 @@ class ProxyOptunaSearch(OptunaSearch):
         # reference points (enqueued, maybe run); enqueued again, they would be run again.
         if self._storage is not None and self._study_name in optuna.study.get_all_study_names(self._storage):
             self._points_to_evaluate = []
-        return bool(super().set_search_properties(metric, mode, config, **spec))
+        if not super().set_search_properties(metric, mode, config, **spec):
+            return False
+        study = typing.cast(optuna.Study, self._ot_study)
+        if not study.metric_names:  # optuna-dashboard's axes say "val/robust_acc", not "Objective 0"
+            with warnings.catch_warnings():  # (set_metric_names is marked experimental)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(self.metric if isinstance(self.metric, list) else [self.metric])
+        return True
 
     def restore(self, checkpoint_path: str) -> None:
         """The state saved with the experiment, then: a trial the stored study holds as running but

@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from acl_ray.cli import main
-from acl_ray.config.sweep import STUDY_FILE, Sweep
+from acl_ray.config.sweep import STUDY_FILE, SWEEP_FILE, Sweep, load_sweep
 from acl_ray.orchestration import tracking
 from acl_ray.orchestration.search import build_searcher
 from acl_ray.orchestration.study import (
@@ -45,6 +45,8 @@ def check_study(out: Path, rows: list[dict[str, Any]]) -> optuna.Study:
     study = study_of(out)
     trials = {t.trial_id: t for t in read_trials(out, posthoc=out / "posthoc", unsaved=False)}
     by_id = {ot.user_attrs["trial_id"]: ot for ot in study.trials}
+    # the dashboard names its axes by the objective
+    assert study.metric_names == [load_sweep(out / SWEEP_FILE).sweep.metric]
     assert len(by_id) == len(study.trials) and set(by_id) >= set(trials)
     # besides: a trial a killed driver started after it last saved (Tune starts it anew), as FAIL
     assert all(by_id[t].state == optuna.trial.TrialState.FAIL for t in set(by_id) - set(trials))
@@ -189,6 +191,7 @@ def test_a_restored_searcher_continues_its_stored_study_without_enqueuing_the_po
     study = optuna.load_study(study_name="s1", storage=url)
     running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
     assert [t.state for t in study.trials] == [COMPLETE, failed, PRUNED, failed, running]  # x: lost, killed
+    assert study.metric_names == ["val/robust_acc"]  # named once, kept by the resumed searcher
     assert [t.user_attrs["trial_id"] for t in study.trials] == ["a", "e", "b", "x", "c"]
     assert proposed != paper  # not the reference point run a second time
     assert study.trials[0].user_attrs == {"trial_id": "a", "epoch": 1, "val/robust_acc": 0.4,

@@ -5,6 +5,7 @@ sweep of test_tune.py (no Ray of its own here); this module checks the settings 
 """
 
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,13 @@ def check_wandb(out: Path, rows: list[dict[str, Any]]) -> None:
             assert steps[row["epoch"]][key] == pytest.approx(row[key]), (tid, key)
         config = yaml.safe_load((runs[tid] / "files" / CONFIG_FILE).read_text())
         assert config == row["resolved_config"]
+    # every run written by the sweep's one logging actor (not one process per trial)
+    assert len({pid for d in runs.values() for pid in wandb_pids(d)}) == 1
+
+
+def wandb_pids(run: Path) -> set[int]:
+    """The processes that wrote a W&B run: those of the lines of its logs/debug.log."""
+    return {int(p) for p in re.findall(r":(\d+) \[\w+\.py:", (run / "logs" / "debug.log").read_text())}
 
 
 @pytest.mark.parametrize(
@@ -179,3 +187,148 @@ def test_the_closing_hints_give_one_command_each(tmp_path, monkeypatch) -> None:
     remote = "MLflow: the runs are in http://mlflow.internal:5000, experiment 's1'"
     assert hints(s, tmp_path / "s1")[0] == remote
     assert hints(load_sweep(None), tmp_path / "s1") == []
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str, config: dict[str, Any]) -> None:
+        self.trial_id, self.config, self.last_result = trial_id, config, {"epoch": 2}
+
+    def __str__(self) -> str:
+        return f"train_{self.trial_id}"
+
+
+class FakeActor:
+    """A logging actor's handle: records the calls sent to it (``actor.start.remote(...)``)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __getattr__(self, method: str) -> Any:
+        class Method:
+            @staticmethod
+            def remote(*args: Any) -> tuple[Any, ...]:
+                self.calls.append((method, *args))
+                return (method, *args)
+
+        return Method
+
+
+def test_one_logging_actor_gets_each_trials_start_rows_and_finish_in_order(tmp_path, monkeypatch) -> None:
+    """The W&B tracker sends everything to one actor, made at the first trial: per trial its run's
+    start, its rows at their epoch (numbers only, replayed rows once), its finish; a stopped trial's
+    run ends once its post-hoc numbers are logged, at the sweep's end if they never came."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    from acl_ray.orchestration import trackers
+
+    made: list[FakeActor] = []
+    monkeypatch.setattr(trackers, "_start_logging_actor", lambda: made.append(FakeActor()) or made[-1])
+    closed: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(trackers.ray, "get", lambda ref, timeout: closed.append(("get", ref, timeout)) or 4)
+    monkeypatch.setattr(trackers.ray, "kill", lambda actor: closed.append(("kill", actor)))
+    s = load_sweep(None, ["sweep.tracking=wandb"])
+    tracker = trackers.WandbTracker(s, tmp_path / "s1")
+    tracker.setup()
+    a, b, c, d = (FakeTrial(t, {"attack.eps": 0.1, "loss.air_weight": w}) for t, w in
+                  [("a", 0.0), ("b", 0.5), ("c", 0.0), ("d", 0.5)])
+    for t in (a, b, c, d):
+        tracker.on_trial_start(0, [], t)
+    assert len(made) == 1  # one actor for every trial
+    tracker.on_trial_start(0, [], a)  # a paused trial that starts again: its run goes on
+    row = {"epoch": 1, "train/loss": 2.5, "time": {"train_s": 3}, "done": False, "eval/source": "final",
+           "pid": 7, "config": {"attack.eps": 0.1}}
+    for t in (a, b, c, d):
+        tracker.on_trial_result(0, [], t, row)
+    tracker.on_trial_result(0, [], a, {**row, "replayed": True})  # a restored trial's rows once
+    tracker.on_trial_result(0, [], a, {**row, "epoch": 2, "train/loss": 2.0})
+    tracker.posthoc("b", None)  # b stopped: its evaluation runs
+    tracker.posthoc("d", None)  # ... and d's, which never comes
+    tracker.on_trial_complete(0, [], b)
+    tracker.on_trial_complete(0, [], d)
+    tracker.on_trial_complete(0, [], a)
+    tracker.on_trial_error(0, [], c)
+    tracker.posthoc("b", {"eval/robust_acc": 0.4, "eval/source": "posthoc"})
+    tracker.on_experiment_end([])
+    (actor,) = made
+    per_trial: dict[str, list[tuple[Any, ...]]] = {}
+    for method, *args in actor.calls:
+        per_trial.setdefault(args[0] if args else "", []).append((method, *args[1:]))
+    init = {
+        "project": "acl-ray", "group": "s1", "mode": "offline", "dir": str(tmp_path / "s1"),
+        "resume": "allow", "allow_val_change": True,
+        "settings": {"x_disable_stats": True, "disable_git": True, "disable_code": True, "console": "off"},
+        "id": "a", "name": "train_a", "config": a.config,
+    }
+    config_file = yaml.safe_dump(s.base.override(a.config).to_dict(), sort_keys=False)
+    first = ({"epoch": 1, "train/loss": 2.5, "time/train_s": 3}, 1, {"attack.eps": 0.1, "pid": 7})
+    assert per_trial["a"] == [
+        ("start", init, config_file),
+        ("log", *first),
+        ("log", {"epoch": 2, "train/loss": 2.0, "time/train_s": 3}, 2, None),  # config sent when it changes
+        ("finish", False),
+    ]
+    assert per_trial["b"] == [("start", *per_trial["b"][0][1:]), ("log", *first),
+                              ("log", {"eval/robust_acc": 0.4}, 2, None), ("finish", False)]
+    assert per_trial["c"][-1] == ("finish", True)
+    assert per_trial["d"] == [("start", *per_trial["d"][0][1:]), ("log", *first), ("finish", False)]
+    assert [m for m, *_ in actor.calls][-3:] == ["finish", "finish", "finish_all"]  # b, d: held till now
+    assert closed == [("get", ("finish_all",), trackers.FINISH_TIMEOUT_S), ("kill", actor)]
+
+
+def test_a_failed_logging_actor_is_one_line_at_the_end(tmp_path, monkeypatch, capsys) -> None:
+    import ray.exceptions
+
+    from acl_ray.orchestration import trackers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tracker = trackers.WandbTracker(load_sweep(None, ["sweep.tracking=wandb"]), tmp_path / "s1")
+    tracker._actor = FakeActor()
+
+    def timed_out(ref: Any, timeout: float) -> None:
+        raise ray.exceptions.GetTimeoutError("Get timed out: some object(s) not ready.")
+
+    killed: list[Any] = []
+    monkeypatch.setattr(trackers.ray, "get", timed_out)
+    monkeypatch.setattr(trackers.ray, "kill", killed.append)
+    tracker.on_experiment_end([])
+    assert capsys.readouterr().out == (
+        f"W&B: runs left unfinished in {tmp_path}/s1/wandb: Get timed out: some object(s) not ready.\n"
+    )
+    assert len(killed) == 1
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # no actor at all
+    tracker = trackers.WandbTracker(load_sweep(None, ["sweep.tracking=wandb"]), tmp_path / "s1")
+    tracker.on_trial_start(0, [], FakeTrial("a", {}))
+    tracker.on_trial_result(0, [], FakeTrial("a", {}), {"epoch": 1})
+    assert tracker._actor is None
+
+
+def test_the_logging_actor_holds_several_runs_open_at_once(tmp_path, monkeypatch) -> None:
+    """The actor's class, in this process: runs of trials that run at the same time, each with its
+    rows at their steps, its config file and its exit code, all in one process."""
+    from acl_ray.orchestration import trackers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    init = {"project": "acl-ray", "group": "s1", "mode": "offline", "dir": str(tmp_path), "resume": "allow",
+            "allow_val_change": True, "settings": {"x_disable_stats": True, "console": "off"}}
+    runs = trackers._WandbRuns()
+    for tid in ("a", "b"):
+        runs.start(tid, {**init, "id": tid, "name": f"train_{tid}", "config": {"x": tid}}, f"trial: {tid}\n")
+    for step in (1, 2, 3):
+        for tid in ("a", "b"):
+            runs.log(tid, {"loss": step + (tid == "b")}, step, {"pid": 7} if step == 1 else None)
+    runs.log("missing", {"loss": 1}, 1, None)  # nothing, no error
+    runs.finish("b", failed=True)
+    runs.log("a", {"eval/robust_acc": 0.5}, 3, None)
+    assert runs.finish_all() == 1
+    folders = {d.name.rsplit("-", 1)[1]: d for d in (tmp_path / WANDB_DIR).glob("offline-run-*")}
+    assert set(folders) == {"a", "b"}
+    for tid, d in folders.items():
+        steps = wandb_history(d / f"run-{tid}.wandb")
+        assert {k: v["loss"] for k, v in steps.items()} == {s: s + (tid == "b") for s in (1, 2, 3)}
+        assert ("eval/robust_acc" in steps[3]) == (tid == "a")  # the final numbers at the last step
+        assert (d / "files" / CONFIG_FILE).read_text() == f"trial: {tid}\n"
+        records = wandb_records(d / f"run-{tid}.wandb")
+        (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
+        assert exit_record.exit_code == (tid == "b")
+    assert len(wandb_pids(folders["a"]) | wandb_pids(folders["b"])) == 1
