@@ -135,11 +135,12 @@ def test_cifar_semisup_gets_the_cifar_threat_model(cifar_run, tmp_path, capsys, 
     assert (chosen.eval.eps, chosen.eval.step_size) == (0.05, 0.0125)
 
 
-def test_cifar_dynacl_air_pretrains_through_the_cli(cifar_run, tmp_path) -> None:
+def test_cifar_dynacl_air_pretrains_through_the_cli(tmp_path, monkeypatch) -> None:
     """DynACL-AIR on the ResNet-18 path: SimCLR views scaled down (3 channels: jitter, grayscale),
-    the weight ramp and the originals' own clean-BN segment, over 2 epochs of 2 steps each."""
-    run, _ = cifar_run  # the fake archive is in place while the fixture lives
-    data_root = run.parent / "data"
+    the weight ramp and the originals' own clean-BN segment, over 2 epochs of 1 step each (its own
+    archive of 20 images: 2 for validation, 18 to train on, one batch of 16 per epoch)."""
+    data_root = tmp_path / "data"
+    fake_cifar(data_root, monkeypatch, cifar100=False, n_train=20, n_test=6)
     knobs = ["augment.schedule=dynacl", "augment.step_epochs=1", "loss.adv_weight_schedule=dynacl",
              "loss.adv_weight_step_epochs=1", "loss.air_weight=0.5", "loss.sir_weight=0.5", "run.epochs=2"]
     out = tmp_path / "dynacl_air"

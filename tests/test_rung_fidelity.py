@@ -73,9 +73,11 @@ def test_configs_hold_the_named_points_and_each_schedule_several_times() -> None
 
 
 def test_smoke_writes_every_signal_with_rho_in_range(tmp_path: Path) -> None:
-    """The three named configs on synthetic data: 2 epochs, 1-epoch short runs, a second seed."""
+    """The three named configs on synthetic data: 2 epochs, 1-epoch short runs, a second seed. In one
+    worker process (--jobs 1): beside the suite's other tests, on 2 cores, a second worker would only
+    add the CPU time of its own start (torch and the algorithm imported once more)."""
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--smoke", "--jobs", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

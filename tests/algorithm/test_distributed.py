@@ -22,6 +22,7 @@ from acl_ray.config.pretrain import Config
 N = 16  # global batch
 
 
+VARIANTS = ["ds", "simclr", "a2s", "ds_air"]
 AIR = {"loss.air_weight": 0.5, "loss.sir_weight": 0.5, "loss.adv_weight": 0.7}  # "ds_air": AIR's terms
 
 
@@ -49,19 +50,23 @@ def step(model: nn.Module, wrapped: nn.Module, x1, x2, x0, cfg: Config, gather: 
     return loss.detach(), grads, stats
 
 
-def worker(rank: int, world: int, port: int, variant: str, out: str) -> None:
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    """Every variant in one process group, one after another: the processes and gloo start once."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    cfg, model, x1, x2, x0 = make(variant)
-    model = convert_sync_bn(model, torch.device("cpu"))
-    ddp = DDP(model)
-    n = N // world
-    sl = slice(rank * n, (rank + 1) * n)
-    loss, grads, stats = step(model, ddp, x1[sl], x2[sl], x0[sl], cfg, gather=True)
-    dist.all_reduce(loss)
+    results = {}
+    for variant in VARIANTS:
+        cfg, model, x1, x2, x0 = make(variant)
+        model = convert_sync_bn(model, torch.device("cpu"))
+        ddp = DDP(model)
+        n = N // world
+        sl = slice(rank * n, (rank + 1) * n)
+        loss, grads, stats = step(model, ddp, x1[sl], x2[sl], x0[sl], cfg, gather=True)
+        dist.all_reduce(loss)
+        results[variant] = {"loss": loss / world, "grads": grads, "stats": stats}
     if rank == 0:
-        torch.save({"loss": loss / world, "grads": grads, "stats": stats}, out)
+        torch.save(results, out)
     dist.barrier()  # no rank tears gloo down while another still uses it (a SIGABRT was seen in CI)
     dist.destroy_process_group()
 
@@ -72,11 +77,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("variant", ["ds", "simclr", "a2s", "ds_air"])
-def test_two_gloo_workers_match_one_process(variant: str, tmp_path) -> None:
-    out = str(tmp_path / "dist.pt")
-    mp.start_processes(worker, args=(2, free_port(), variant, out), nprocs=2, join=True, start_method="spawn")
-    got = torch.load(out, weights_only=True)
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """What rank 0 of two gloo workers got for each variant (two spawned processes in all)."""
+    out = str(tmp_path_factory.mktemp("dist") / "dist.pt")
+    mp.start_processes(worker, args=(2, free_port(), out), nprocs=2, join=True, start_method="spawn")
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_gloo_workers_match_one_process(variant: str, two_workers) -> None:
+    got = two_workers[variant]
     cfg, model, x1, x2, x0 = make(variant)
     loss, grads, stats = step(model, model, x1, x2, x0, cfg, gather=False)
     torch.testing.assert_close(got["loss"], loss, rtol=1e-5, atol=1e-6)

@@ -7,16 +7,16 @@ plain fp32 path on the same weights and data; the tolerances are stated where th
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections import Counter, defaultdict
 
 import pytest
 import torch
-import torch._dynamo
-from torch._dynamo.utils import counters
 
 from acl_ray.algorithm.attacks import AttackSpec, pgd_classifier, pgd_contrastive
 from acl_ray.algorithm.classifier import Classifier
-from acl_ray.algorithm.data import load_datasets
+from acl_ray.algorithm.data import Split, load_datasets
 from acl_ray.algorithm.pretrain import Pretrainer
 from acl_ray.algorithm.robustness import robust_mask
 from acl_ray.algorithm.runtime import CHANNELS_LAST_ON_CPU
@@ -36,9 +36,29 @@ def data():
     return load_datasets(Config().data)
 
 
+@pytest.fixture(scope="module")
+def short(data):
+    """The digits with the training split cut to 3 batches of 64: an epoch of 3 steps. For the tests
+    that train whole epochs; the full split's 19 steps repeat the same shapes (and graphs) 19 times."""
+    n = 3 * BASE["data.batch_size"]
+    return dataclasses.replace(data, train=Split(data.train.images[:n], data.train.labels[:n]))
+
+
 def trainer(data, device: str, **sets: object) -> Pretrainer:
     cfg = Config().override({**BASE, "run.precision": "fp32", "run.channels_last": False, **sets})
     return Pretrainer(cfg, data, torch.device(device))
+
+
+def fresh_dynamo() -> defaultdict[str, Counter[str]]:
+    """torch._dynamo reset and its counters cleared; returns the counters. Imported here, not at the
+    top: benchmarks/gpu_check.py collects this file on machines where every test here is skipped or
+    deselected, and the import alone costs some 3 s of CPU."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    return counters
 
 
 def first_loss(t: Pretrainer) -> float:
@@ -70,10 +90,9 @@ def test_channels_last_stays_off_on_cpu_unless_forced(data, monkeypatch) -> None
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_compiled_ds_epochs_match_eager_and_stop_recompiling(data, device) -> None:
-    torch._dynamo.reset()
-    counters.clear()
-    eager, compiled = trainer(data, device), trainer(data, device, **{"run.compile": True})
+def test_compiled_ds_epochs_match_eager_and_stop_recompiling(short, device) -> None:
+    counters = fresh_dynamo()
+    eager, compiled = trainer(short, device), trainer(short, device, **{"run.compile": True})
     assert first_loss(compiled) == pytest.approx(first_loss(eager), rel=1e-4)  # fused kernels reorder sums
     compiled.train_epoch()
     graphs = counters["stats"]["unique_graphs"]
@@ -85,16 +104,16 @@ def test_compiled_ds_epochs_match_eager_and_stop_recompiling(data, device) -> No
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_bf16_channels_last_compile_together(data, device, monkeypatch) -> None:
+def test_bf16_channels_last_compile_together(short, device, monkeypatch) -> None:
     monkeypatch.setenv(CHANNELS_LAST_ON_CPU, "1")
-    torch._dynamo.reset()
-    t = trainer(data, device, **{"run.precision": "bf16", "run.channels_last": True, "run.compile": True})
+    fresh_dynamo()
+    t = trainer(short, device, **{"run.precision": "bf16", "run.channels_last": True, "run.compile": True})
     assert math.isfinite(t.train_epoch()["train/loss"])
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_compiled_attack_stays_in_the_ball_and_matches_eager(data, device) -> None:
-    torch._dynamo.reset()
+    fresh_dynamo()
     t = trainer(data, device)
     enc = t.encoder.eval()
     x = data.train.images[:32].to(device).float() / 255
@@ -111,8 +130,7 @@ def test_compiled_attack_stays_in_the_ball_and_matches_eager(data, device) -> No
 def test_compiled_classifier_finetune_epoch_and_evaluation(data, device) -> None:
     """ALF-style epoch (PGD-10 on the classifier, cross-entropy step) and the PGD-20 evaluation,
     through a compiled classifier: finite losses, logits equal to eager, a bounded number of graphs."""
-    torch._dynamo.reset()
-    counters.clear()
+    counters = fresh_dynamo()
     torch.manual_seed(0)
     clf = Classifier(trainer(data, device).encoder, 10, "adv", zero_init=False).to(device)
     fast = torch.compile(clf)

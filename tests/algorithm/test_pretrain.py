@@ -33,9 +33,11 @@ def test_every_variant_trains_an_epoch(variant: str) -> None:
 
 
 def test_acl_ds_loss_falls_on_digits() -> None:
-    c = Config().override({"run.epochs": 4, "run.progress": False})
+    """Two epochs (the cosine LR over two): the second's mean loss is measured 0.27 below the first's
+    (0.21 at run.seed=1), more than twice the margin asserted."""
+    c = Config().override({"run.epochs": 2, "run.progress": False})
     p = Pretrainer(c, load_datasets(c.data), torch.device("cpu"))
-    losses = [p.train_epoch()["train/loss"] for _ in range(4)]
+    losses = [p.train_epoch()["train/loss"] for _ in range(2)]
     assert losses[-1] < losses[0] - 0.1, losses
 
 
