@@ -73,18 +73,26 @@ def timed(variant: str, folder: Path, overrides: list[str]) -> dict[str, float]:
 
 
 def report(runs: dict[str, list[dict[str, float]]], overrides: list[str]) -> dict[str, Any]:
+    """Medians per variant and the overhead against the reference: ``baseline``, else ``study`` (the
+    default) when the baseline was not run; also per round, since one round's runs shared its spell of
+    the machine (a shared machine's speed drifts between rounds more than the overhead sought)."""
     keys = ("process_s", "sweep_s")
     med = {v: {k: statistics.median(r[k] for r in rs) for k in keys} for v, rs in runs.items()}
-    base = med.get("baseline")
+    ref = next((v for v in ("baseline", "study") if v in med), None)
     rows = []
     for v, m in med.items():
         row: dict[str, Any] = {"variant": v, "runs": len(runs[v]), **{k: round(x, 2) for k, x in m.items()}}
-        if base is not None:
+        if ref is not None and v != ref:
+            base = med[ref]
             row["overhead_process_pct"] = round(100 * (m["process_s"] / base["process_s"] - 1), 1)
             row["overhead_sweep_pct"] = round(100 * (m["sweep_s"] / base["sweep_s"] - 1), 1)
+            pairs = zip(runs[v], runs[ref], strict=False)
+            row["overhead_sweep_pct_per_round"] = [
+                round(100 * (a["sweep_s"] / b["sweep_s"] - 1), 1) for a, b in pairs
+            ]
         rows.append(row)
-    return {"config": str(CONFIG.relative_to(ROOT)), "set": overrides, "cpus": os.cpu_count(), "rows": rows,
-            "runs": runs}
+    return {"config": str(CONFIG.relative_to(ROOT)), "set": overrides, "cpus": os.cpu_count(),
+            "reference": ref, "rows": rows, "runs": runs}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -93,14 +101,17 @@ def markdown(result: dict[str, Any]) -> str:
         "# What watching a sweep costs (benchmarks/tracking_overhead.py)",
         "",
         f"The default sweep (`{result['config']}`, overrides: {sets}), each variant in a fresh process;"
-        f" median over the runs; {result['cpus']} CPUs. `baseline`: the Optuna study in memory only.",
+        f" median over the runs; {result['cpus']} CPUs. `baseline`: the Optuna study in memory only;"
+        f" overhead against `{result.get('reference')}`, also per round (each round's runs in a row).",
         "",
-        "| variant | runs | process (s) | sweep (s) | overhead, process | overhead, sweep |",
-        "|---|---|---|---|---|---|",
+        "| variant | runs | process (s) | sweep (s) | overhead, process | overhead, sweep | sweep, per round"
+        " |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         pct = [f"{r[k]:+.1f}%" if k in r else "-" for k in ("overhead_process_pct", "overhead_sweep_pct")]
-        cells = [r["variant"], r["runs"], r["process_s"], r["sweep_s"], *pct]
+        rounds = ", ".join(f"{x:+.1f}%" for x in r.get("overhead_sweep_pct_per_round", [])) or "-"
+        cells = [r["variant"], r["runs"], r["process_s"], r["sweep_s"], *pct, rounds]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
