@@ -259,10 +259,10 @@ def _fit(
     logs = link_logs(out)
     log(f"sweep {out}: Ray's worker logs in {logs or 'the Ray session folder'}")
     tuner.fit()
-    rows = summarize(s, out)
-    url = s.study_url(out)
-    watch = [f"Optuna study {study_name(out)!r} in {url}: acl-ray dashboard {out}"]
-    for line in [*(watch if url and stored_study(url, study_name(out)) else []), *hints(s, out)]:
+    study = _study_url(s, out)
+    rows = summarize(s, out, study)
+    watch = [f"Optuna study {study_name(out)!r} in {study}: acl-ray dashboard {out}"] if study else []
+    for line in [*watch, *hints(s, out)]:
         console.print(line, markup=False, soft_wrap=True)  # commands to copy: verbatim, never wrapped
     if s.sweep.confirm.top_k or _confirming(out):
         run_confirmation(s, out, rows, data)
@@ -330,8 +330,16 @@ def _end(out: Path, started: bool) -> None:
         ray.shutdown()
 
 
-def summarize(s: Sweep, out: Path) -> list[dict[str, Any]]:
-    """One row per trial (final protocol for every trial), written to ``out/summary.json``.
+def _study_url(s: Sweep, out: Path) -> str | None:
+    """The storage URL of the sweep's Optuna study, if it holds one (not a population sweep's, nor
+    one started before studies were kept)."""
+    url = s.study_url(out)
+    return url if url and stored_study(url, study_name(out)) else None
+
+
+def summarize(s: Sweep, out: Path, study: str | None) -> list[dict[str, Any]]:
+    """One row per trial (final protocol for every trial), written to ``out/summary.json``; the post-hoc
+    numbers also into the Optuna study at ``study`` (:func:`_study_url`).
 
     Called once ``Tuner.fit()`` has returned, so Tune's saved experiment state is final: trial
     folders it does not list (lost when a killed sweep was restored) are not trials of the sweep.
@@ -339,9 +347,8 @@ def summarize(s: Sweep, out: Path) -> list[dict[str, Any]]:
     with local_experiment(experiment_path(s, out)) as experiment:
         trials = read_trials(experiment, posthoc=out / POSTHOC_DIR, unsaved=False)
     rows = complete_missing(s, out, summary_rows(s, trials))
-    url = s.study_url(out)
-    if url and stored_study(url, study_name(out)):  # also those evaluated by complete_missing
-        record_posthoc(url, study_name(out), [r for r in rows if r["eval/source"] == "posthoc"])
+    if study:  # also those evaluated by complete_missing
+        record_posthoc(study, study_name(out), [r for r in rows if r["eval/source"] == "posthoc"])
     best = write_summary(s, out, rows)
     if s.mutated:
         write_schedules(s, out, trials, best)
