@@ -38,12 +38,12 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
-    """``{"a": {"b": 1}}`` -> ``("a.b", 1)``."""
+def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> Iterable[tuple[str, Any]]:
+    """``{"a": {"b": 1}}`` -> ``("a.b", 1)`` (``sep`` joins the keys)."""
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            yield from flatten(v, key + ".")
+            yield from flatten(v, key + sep, sep)
         else:
             yield key, v
 

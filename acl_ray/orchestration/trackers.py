@@ -23,6 +23,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.util.node import _force_on_current_node
 from ray.tune.logger import LoggerCallback
 
+from acl_ray.config.fields import flatten
 from acl_ray.config.sweep import Sweep
 from acl_ray.console import log
 from acl_ray.orchestration.tracking import CONFIG_FILE, MLFLOW_ARTIFACTS, check_extras, mlflow_uri, wandb_mode
@@ -154,20 +155,10 @@ _TO_CONFIG = ("trial_id", "experiment_tag", "node_ip", "experiment_id", "hostnam
 FINISH_TIMEOUT_S = 1800  # the sweep's end waits this long for the runs to finish (upload), as Ray's
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _wandb_row(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A Tune result as W&B takes it: the row (numbers, nested keys joined by "/"), the run's config."""
     rest = {k: v for k, v in result.items() if k not in _NOT_LOGGED and k not in _TO_CONFIG}
-    row = {k: v for k, v in _flat(rest).items() if isinstance(v, Number)}
+    row = {k: v for k, v in flatten(rest, sep="/") if isinstance(v, Number)}
     config = {k: v for k, v in (result.get("config") or {}).items() if k != "callbacks"}
     return row, {**config, **{k: result[k] for k in _TO_CONFIG if k in result}}
 
