@@ -105,7 +105,7 @@ def test_the_digits_pbt_sweep_file_mutates_every_knob_within_digits_ranges() -> 
         assert s.space[k] == default.space[k]  # the searched ranges of the default sweep
 
 
-def test_small_pbt_sweep_learns_a_schedule_that_a_plain_run_replays(tmp_path) -> None:
+def test_small_pbt_sweep_learns_a_schedule_that_a_plain_run_replays(tmp_path, local_ray) -> None:
     """Two members, 2 epochs, synchronous PBT with quantile 0.5: at epoch 1 the worse copies the better
     (one exploit, always), and each reports its lineage with its final row."""
     from acl_ray.orchestration.tune import run_sweep

@@ -2,21 +2,12 @@
 recovery: test_ray_train_resume.py.)"""
 
 import pytest
-import ray
 
 from acl_ray.cli import main
 from acl_ray.orchestration.ray_train import DASHBOARD_ENV, check_request, cluster_check, local_dashboard
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    # never a cluster another process started here; no dashboard, as the suite's (conftest.py)
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-def test_resources_the_cluster_cannot_give_fail_before_fit(cluster) -> None:
+def test_resources_the_cluster_cannot_give_fail_before_fit(local_ray) -> None:  # 2 CPUs, no GPU
     with pytest.raises(ValueError, match=r"needs 3 CPU \(have 2\)"):
         cluster_check(3, 1, 0)
     with pytest.raises(ValueError, match=r"needs 2 GPU \(have 0\)"):

@@ -33,7 +33,8 @@ SMALL = {
 }
 
 
-def test_small_sweep_reports_standard_and_robust_accuracy_for_every_trial(tmp_path, capsys) -> None:
+def test_small_sweep_reports_standard_and_robust_accuracy_for_every_trial(tmp_path, capsys,
+                                                                          local_ray) -> None:
     """... and leaves every trial in its Optuna study, MLflow and W&B (the tracking extra)."""
     from acl_ray.orchestration.tune import run_sweep
 
