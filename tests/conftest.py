@@ -90,6 +90,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         raise pytest.UsageError(f"tests/conftest.py RAY lists missing files: {', '.join(gone)}")
     from xdist.scheduler import LoadGroupScheduling
 
+    # the queue in collection order (xdist would put the groups with most tests first: RAY_LATE too)
+    config.option.loadscopereorder = False
+
     class RayGroupScheduling(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return ray_group(nodeid)
