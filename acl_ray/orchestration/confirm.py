@@ -106,9 +106,14 @@ def run_confirmation(s: Sweep, out: Path, rows: list[dict[str, Any]], data: ray.
     labels = sorted({lab for run in plan for lab in run["labels"]})
     log(f"confirmation: {len(plan)} runs ({', '.join(labels)} x {s.sweep.confirm.seeds} seeds, "
         f"{s.base.run.epochs} epochs each) in {folder}")
-    if ray.tune.Tuner.can_restore(storage):
+    if ray.tune.Tuner.can_restore(storage):  # (with its trackers: the Tuner keeps its callbacks)
         tuner = ray.tune.Tuner.restore(storage, trainable, resume_unfinished=True, resume_errored=True)
     else:
+        trackers: list[Any] = []
+        if s.sweep.tracking:  # the confirmation's runs beside the search's (importing them imports mlflow)
+            from acl_ray.orchestration.trackers import tracking_callbacks
+
+            trackers = tracking_callbacks(s, out, plan)
         tuner = ray.tune.Tuner(
             trainable,
             param_space={RUN_KEY: ray.tune.grid_search(list(range(len(plan))))},
@@ -121,6 +126,7 @@ def run_confirmation(s: Sweep, out: Path, rows: list[dict[str, Any]], data: ray.
                 verbose=0,
                 failure_config=ray.tune.FailureConfig(max_failures=s.sweep.max_failures),
                 sync_config=ray.tune.SyncConfig(sync_period=5),  # as the search's (tune.LIVE_SYNC)
+                callbacks=trackers,
             ),
         )
     tuner.fit()

@@ -27,6 +27,7 @@ from acl_ray.config.fields import flatten
 from acl_ray.config.sweep import Sweep
 from acl_ray.console import log
 from acl_ray.orchestration.tracking import CONFIG_FILE, MLFLOW_ARTIFACTS, check_extras, mlflow_uri, wandb_mode
+from acl_ray.results.confirm import CONFIRM_DIR, RUN_KEY
 
 _log = logging.getLogger(__name__)
 
@@ -78,17 +79,39 @@ class _EndsAfterPosthoc:
         raise NotImplementedError
 
 
-def _trial_config(s: Sweep, trial: Any) -> str:
-    return yaml.safe_dump(s.base.override(dict(trial.config)).to_dict(), sort_keys=False)
+class _Trained:
+    """What a tracker's trials train: the search's trials their searched values; a confirmation's
+    (``plan``: its ``plan.json``) the overrides of their plan entry (``RUN_KEY`` in their config)."""
+
+    def __init__(self, s: Sweep, plan: list[dict[str, Any]] | None) -> None:
+        self.s, self.plan = s, plan
+
+    def overrides(self, trial: Any) -> dict[str, Any]:
+        if self.plan is None:
+            return dict(trial.config)
+        return dict(self.plan[int(trial.config[RUN_KEY])]["overrides"])
+
+    def params(self, trial: Any) -> dict[str, Any]:
+        """The run's parameters: the overrides, and a confirmation run's labels (``trial #3 ...``)."""
+        if self.plan is None:
+            return self.overrides(trial)
+        labels = ", ".join(self.plan[int(trial.config[RUN_KEY])]["labels"])
+        return {**self.overrides(trial), "confirm/labels": labels}
+
+    def config_file(self, trial: Any) -> str:
+        """The trial's resolved pre-training config (``acl-ray pretrain --config`` takes it)."""
+        return yaml.safe_dump(self.s.base.override(self.overrides(trial)).to_dict(), sort_keys=False)
 
 
 class MlflowTracker(_EndsAfterPosthoc, MLflowLoggerCallback):
     """Ray's ``MLflowLoggerCallback`` for a sweep (module docstring). Each row is one ``log_batch``
     (one transaction), not one call per metric."""
 
-    def __init__(self, s: Sweep, out: Path) -> None:
-        super().__init__(tracking_uri=mlflow_uri(out), experiment_name=out.name, tags={"sweep": str(out)})
-        self.s = s
+    def __init__(self, s: Sweep, out: Path, plan: list[dict[str, Any]] | None = None) -> None:
+        # a confirmation's runs: an experiment of their own beside the search's, in the same store
+        name = out.name if plan is None else f"{out.name}/{CONFIRM_DIR}"
+        super().__init__(tracking_uri=mlflow_uri(out), experiment_name=name, tags={"sweep": str(out)})
+        self.s, self.trained = s, _Trained(s, plan)
         # artifacts beside the default store (else ./mlruns of the working directory); a server has its own
         local = not os.environ.get("MLFLOW_TRACKING_URI")
         self.artifacts = (out / MLFLOW_ARTIFACTS).as_uri() if local else None
@@ -101,8 +124,19 @@ class MlflowTracker(_EndsAfterPosthoc, MLflowLoggerCallback):
         # to INFO when it was imported)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         name, artifacts = self.experiment_name, self.artifacts
-        self.mlflow_util.setup_mlflow(self.tracking_uri, experiment_name=name, artifact_location=artifacts)
-        super().setup(*args, **kwargs)
+        users = os.environ.get("MLFLOW_TRACKING_URI")
+        try:
+            util = self.mlflow_util
+            util.setup_mlflow(self.tracking_uri, experiment_name=name, artifact_location=artifacts)
+            super().setup(*args, **kwargs)
+        finally:
+            # mlflow.set_tracking_uri exports the store in MLFLOW_TRACKING_URI for subprocesses; left there,
+            # the next sweep in this process (a confirmation, a notebook's next sweep) would take it for
+            # the user's server: its runs in this sweep's store, its artifacts in ./mlruns
+            if users is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = users
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
 
     def log_trial_start(self, trial: Any) -> None:
@@ -118,8 +152,9 @@ class MlflowTracker(_EndsAfterPosthoc, MLflowLoggerCallback):
         else:
             tags = {**(self.tags or {}), "trial_id": trial.trial_id, "trial_name": str(trial)}
             run_id = client.create_run(experiment, tags=tags, run_name=str(trial)).info.run_id
-            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in trial.config.items()])
-            client.log_text(run_id, _trial_config(self.s, trial), CONFIG_FILE)
+            params = [Param(k, str(v)) for k, v in self.trained.params(trial).items()]
+            client.log_batch(run_id, params=params)
+            client.log_text(run_id, self.trained.config_file(trial), CONFIG_FILE)
         self._trial_runs[trial] = run_id
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
@@ -239,14 +274,16 @@ class WandbTracker(_EndsAfterPosthoc, LoggerCallback):
     The actor runs on the driver's node, takes no CPU, is not restarted: one that dies leaves its
     runs unfinished, the trials go on, the sweep's end says so in one line."""
 
-    def __init__(self, s: Sweep, out: Path) -> None:
-        self.s = s
+    def __init__(self, s: Sweep, out: Path, plan: list[dict[str, Any]] | None = None) -> None:
+        self.s, self.trained = s, _Trained(s, plan)
         self.mode = wandb_mode()
+        confirm = plan is not None  # a confirmation's runs: a group of their own, in DIR/confirm/wandb/
         self.init: dict[str, Any] = {  # wandb.init's arguments but the trial's
             "project": os.environ.get("WANDB_PROJECT") or "acl-ray",
-            "group": out.name,
+            "group": f"{out.name}/{CONFIRM_DIR}" if confirm else out.name,
+            "job_type": "confirm" if confirm else "search",
             "mode": self.mode,
-            "dir": str(out),  # runs in DIR/wandb/
+            "dir": str(out / CONFIRM_DIR if confirm else out),  # runs in DIR/wandb/
             "resume": "allow",  # a resumed sweep's trial continues its run (online)
             "allow_val_change": True,
             # The logging actor runs on the driver's node: the machine's metrics it would sample every
@@ -278,9 +315,9 @@ class WandbTracker(_EndsAfterPosthoc, LoggerCallback):
         actor = self._logging_actor()
         if trial.trial_id in self._open or actor is None:  # (a paused trial starts again: its run goes on)
             return
-        config = {k: v for k, v in trial.config.items() if k != "callbacks"}
+        config = {k: v for k, v in self.trained.params(trial).items() if k != "callbacks"}
         init = {**self.init, "id": trial.trial_id, "name": str(trial), "config": config}
-        actor.start.remote(trial.trial_id, init, _trial_config(self.s, trial))
+        actor.start.remote(trial.trial_id, init, self.trained.config_file(trial))
         self._open.add(trial.trial_id)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
@@ -318,8 +355,9 @@ class WandbTracker(_EndsAfterPosthoc, LoggerCallback):
             self._open.clear()
 
 
-def tracking_callbacks(s: Sweep, out: Path) -> list[Any]:
-    """The trackers ``sweep.tracking`` names, in its order (Tune callbacks)."""
+def tracking_callbacks(s: Sweep, out: Path, plan: list[dict[str, Any]] | None = None) -> list[Any]:
+    """The trackers ``sweep.tracking`` names, in its order (Tune callbacks): of the search, or, given
+    its ``plan``, of the sweep's confirmation."""
     check_extras(s)
     trackers = {"mlflow": MlflowTracker, "wandb": WandbTracker}
-    return [trackers[name](s, out) for name in s.sweep.tracking]
+    return [trackers[name](s, out, plan) for name in s.sweep.tracking]

@@ -1,23 +1,50 @@
 """Confirmation on a real small sweep: the top trial and a control trained again from scratch at full
-length with fresh seeds as Tune trials, statistics and the confirmed winner written; ``acl-ray confirm``
-on a finished confirmation trains nothing again."""
+length with fresh seeds as Tune trials, statistics and the confirmed winner written, its runs tracked
+beside the search's; ``acl-ray confirm`` on a finished confirmation trains nothing again."""
 
 import json
+from pathlib import Path
+from typing import Any
 
 import yaml
 
 from acl_ray.config.pretrain import load_config
 from acl_ray.config.sweep import Sweep
-from acl_ray.results.confirm import CONFIRM_DIR, PLAN_FILE, read_confirmation
-from acl_ray.results.trials import read_reports, read_trials
+from acl_ray.orchestration.tracking import CONFIG_FILE, MLFLOW_ARTIFACTS, MLFLOW_DB
+from acl_ray.results.confirm import CONFIRM_DIR, PLAN_FILE, RUN_KEY, read_confirmation
+from acl_ray.results.trials import Trial, read_reports, read_trials
+from tests.orchestration.test_tracking import check_mlflow
 from tests.orchestration.test_tune import SMALL
+
+
+def check_tracked(out: Path, spec: dict[str, Any], plan: list[dict[str, Any]], trials: list[Trial]) -> None:
+    """The confirmation's MLflow runs, an experiment of their own (``<sweep>/confirm``): one finished run
+    per confirmation trial, its plan entry's overrides and labels as parameters, its final numbers, its
+    resolved config. (W&B's: test_tracking.py, without a logging actor of its own here.)"""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / MLFLOW_DB}")
+    experiment = client.get_experiment_by_name(f"{out.name}/{CONFIRM_DIR}")
+    assert experiment is not None
+    runs = {r.data.tags["trial_id"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {t.trial_id for t in trials}
+    for t in trials:
+        entry = plan[int(t.config[RUN_KEY])]
+        run, final = runs[t.trial_id], t.final["eval/robust_acc"]
+        params = {k: str(v) for k, v in entry["overrides"].items()}
+        assert run.data.params == {**params, "confirm/labels": ", ".join(entry["labels"])}
+        assert run.info.status == "FINISHED"
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "eval/robust_acc")] == [final]
+        resolved = Sweep.from_dict(spec).base.override(entry["overrides"]).to_dict()
+        config = out / MLFLOW_ARTIFACTS / run.info.run_id / "artifacts" / CONFIG_FILE
+        assert yaml.safe_load(config.read_text()) == resolved
 
 
 def test_a_sweep_then_its_confirmation_and_a_resumed_confirm_that_trains_nothing(tmp_path, local_ray) -> None:
     from acl_ray.orchestration.tune import confirm_sweep, run_sweep
 
     spec = {**SMALL, "base": {**SMALL["base"], "run": {"epochs": 2}},
-            "sweep": {"num_samples": 2, "scheduler": "fifo"}}
+            "sweep": {"num_samples": 2, "scheduler": "fifo", "tracking": ["mlflow"]}}
     out = tmp_path / "sweep"
     rows = run_sweep(Sweep.from_dict(spec), out, analysis=False)
     assert not (out / CONFIRM_DIR).exists()  # sweep.confirm.top_k is 0 by default
@@ -49,6 +76,9 @@ def test_a_sweep_then_its_confirmation_and_a_resumed_confirm_that_trains_nothing
     winner = rows_by[conf["winner"]]
     chosen = load_config(out / "best_config.yaml")  # the confirmed winner, without a confirmation seed
     assert chosen.to_dict() == Sweep.from_dict(spec).base.override(winner["overrides"]).to_dict()
+
+    check_tracked(out, spec, plan, trials)
+    check_mlflow(out, rows)  # the search's runs: as they were, none of the confirmation's among them
 
     report = (out / "analysis" / "report.md").read_text()  # confirm_sweep re-runs the analysis
     assert f"Winner by mean val/robust_acc: **{conf['winner']}**" in report

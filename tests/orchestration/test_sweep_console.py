@@ -57,13 +57,8 @@ def test_worker_output_goes_to_the_sweep_folder_unless_verbose(tmp_path) -> None
     ):
         assert (out / "analysis" / name).is_file(), name
     assert (out / "summary.json").is_file()
-
-    # --verbose: Ray's own messages and its workers' output reach the console (one switch in
-    # ensure_ray: log_to_driver and Ray's log level). Shown on the finished sweep resumed: Ray starts
-    # (its start-up line, which the quiet sweep did not print), Tune finds nothing left to train.
-    verbose = cli("sweep", "--resume", str(out), "--verbose")
-    assert "Started a local Ray instance" in verbose and "Started a local Ray instance" not in quiet
-    assert "started:" not in verbose, verbose[-3000:]  # no trial (re)started
+    assert "Started a local Ray instance" not in quiet  # Ray's own INFO lines: only with --verbose
+    # (--verbose: test_tune_resume.py's resumed sweep, which has a Ray to start and trials to train)
 
 
 def fake_trial(tmp_path: Path, error: str | None = None) -> SimpleNamespace:

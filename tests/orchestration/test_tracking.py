@@ -5,6 +5,7 @@ sweep of test_tune.py (no Ray of its own here); this module checks the settings 
 """
 
 import json
+import os
 import re
 import struct
 from pathlib import Path
@@ -254,7 +255,8 @@ def test_one_logging_actor_gets_each_trials_start_rows_and_finish_in_order(tmp_p
     for method, *args in actor.calls:
         per_trial.setdefault(args[0] if args else "", []).append((method, *args[1:]))
     init = {
-        "project": "acl-ray", "group": "s1", "mode": "offline", "dir": str(tmp_path / "s1"),
+        "project": "acl-ray", "group": "s1", "job_type": "search", "mode": "offline",
+        "dir": str(tmp_path / "s1"),
         "resume": "allow", "allow_val_change": True,
         "settings": {"x_disable_stats": True, "disable_git": True, "disable_code": True, "console": "off"},
         "id": "a", "name": "train_a", "config": a.config,
@@ -332,3 +334,50 @@ def test_the_logging_actor_holds_several_runs_open_at_once(tmp_path, monkeypatch
         (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
         assert exit_record.exit_code == (tid == "b")
     assert len(wandb_pids(folders["a"]) | wandb_pids(folders["b"])) == 1
+
+
+def test_a_tracked_sweep_leaves_no_store_behind_for_the_next_in_its_process(tmp_path, monkeypatch) -> None:
+    """mlflow.set_tracking_uri exports the store it is given; the next sweep in the process (its
+    confirmation, a notebook's next sweep) must still see the user's own setting, or none."""
+    from mlflow.tracking import MlflowClient
+
+    from acl_ray.orchestration.trackers import MlflowTracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s = load_sweep(None, ["sweep.tracking=mlflow"])
+    first = MlflowTracker(s, tmp_path / "a")
+    first.setup()
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    second = MlflowTracker(s, tmp_path / "b", plan=[])
+    assert second.tracking_uri == f"sqlite:///{tmp_path / 'b' / MLFLOW_DB}"
+    assert second.artifacts == (tmp_path / "b" / MLFLOW_ARTIFACTS).as_uri()
+    second.setup()
+    (experiment,) = MlflowClient(second.tracking_uri).search_experiments(filter_string="name = 'b/confirm'")
+    assert experiment.artifact_location == second.artifacts
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(tmp_path / "server.db"))  # the user's
+    third = MlflowTracker(s, tmp_path / "c")
+    third.setup()
+    assert os.environ["MLFLOW_TRACKING_URI"] == third.tracking_uri == f"sqlite:///{tmp_path / 'server.db'}"
+    assert third.artifacts is None  # a server's own artifact store
+
+
+def test_a_confirmations_wandb_runs_are_a_group_of_their_own_with_what_each_run_trained(tmp_path,
+                                                                                       monkeypatch) -> None:
+    """A confirmation trial's config is its index in the plan: its W&B run gets the plan entry's
+    overrides and labels instead, in the group ``<sweep>/confirm``, its files in DIR/confirm/wandb."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from acl_ray.orchestration import trackers
+
+    made: list[FakeActor] = []
+    monkeypatch.setattr(trackers, "_start_logging_actor", lambda: made.append(FakeActor()) or made[-1])
+    s = load_sweep(None, ["sweep.tracking=wandb"])
+    plan = [{"labels": ["acl"], "overrides": {"attack.eps": 0.03, "run.seed": 1000}},
+            {"labels": ["trial #2 ab", "dynacl"], "overrides": {"attack.eps": 0.1, "run.seed": 1001}}]
+    tracker = trackers.WandbTracker(s, tmp_path / "s1", plan)
+    tracker.on_trial_start(0, [], FakeTrial("c_00001", {"confirm/run": 1}))
+    ((method, tid, init, config_file),) = made[0].calls
+    assert (method, tid) == ("start", "c_00001")
+    where = (init["group"], init["job_type"], init["dir"])
+    assert where == ("s1/confirm", "confirm", str(tmp_path / "s1" / "confirm"))
+    assert init["config"] == {"attack.eps": 0.1, "run.seed": 1001, "confirm/labels": "trial #2 ab, dynacl"}
+    assert yaml.safe_load(config_file) == s.base.override(plan[1]["overrides"]).to_dict()

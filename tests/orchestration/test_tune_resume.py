@@ -49,13 +49,16 @@ def test_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path) -> No
     assert 1 <= len(before) < 3
     told = {t.number: t.user_attrs["trial_id"] for t in study_of(out).trials}  # the study as the kill left it
 
+    # --verbose: Ray's own messages and its workers' output reach the console too (one switch in
+    # ensure_ray: log_to_driver and Ray's log level); test_sweep_console.py: not without it
     done = subprocess.run(
-        [sys.executable, "-m", "acl_ray.cli", "sweep", "--resume", str(out)],
+        [sys.executable, "-m", "acl_ray.cli", "sweep", "--resume", str(out), "--verbose"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Started a local Ray instance" in done.stdout + done.stderr  # Ray's start-up line (INFO)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["trials"]) == 3  # the count asked for
     assert all(t["eval/robust_acc"] is not None for t in summary["trials"])
