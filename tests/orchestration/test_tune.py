@@ -101,9 +101,11 @@ def test_the_later_methods_sweep_file_searches_acl_and_their_knobs() -> None:
     later = {"augment.schedule", "loss.adv_weight_schedule", "loss.air_weight", "loss.sir_weight"}
     assert set(s.space) == set(default.space) | later  # ACL's keys and the new ones, together
     # the same trials, epochs and searcher; the first ASHA rung later, where the schedules rank; its
-    # best trial confirmed beside DynACL (the main job skips that to stay short)
+    # best trial confirmed beside DynACL and the proxy every epoch (the main job skips the one and
+    # thins the other to stay short)
     d = default.sweep
-    assert dataclasses.replace(s.sweep, grace_period=d.grace_period, confirm=d.confirm) == d
+    assert dataclasses.replace(s.sweep, grace_period=d.grace_period, confirm=d.confirm, proxy_every=4) == d
+    assert s.sweep.proxy_every == 1
     assert s.sweep.confirm.top_k == 1 and d.confirm.top_k == 0 and s.sweep.confirm.controls == ("dynacl",)
     assert s.base == default.base and asha_rungs(s) == (8,) and asha_rungs(default) == (4, 12)
     assert paper_point(s.space, s.base)["loss.air_weight"] == 0.0  # the first trial is plain ACL-DS
