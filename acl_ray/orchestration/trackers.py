@@ -86,17 +86,20 @@ class _Trained:
     def __init__(self, s: Sweep, plan: list[dict[str, Any]] | None) -> None:
         self.s, self.plan = s, plan
 
+    def _entry(self, trial: Any) -> dict[str, Any] | None:
+        """A confirmation trial's plan entry; None for a search trial."""
+        return None if self.plan is None else self.plan[int(trial.config[RUN_KEY])]
+
     def overrides(self, trial: Any) -> dict[str, Any]:
-        if self.plan is None:
-            return dict(trial.config)
-        return dict(self.plan[int(trial.config[RUN_KEY])]["overrides"])
+        entry = self._entry(trial)
+        return dict(trial.config) if entry is None else dict(entry["overrides"])
 
     def params(self, trial: Any) -> dict[str, Any]:
         """The run's parameters: the overrides, and a confirmation run's labels (``trial #3 ...``)."""
-        if self.plan is None:
-            return self.overrides(trial)
-        labels = ", ".join(self.plan[int(trial.config[RUN_KEY])]["labels"])
-        return {**self.overrides(trial), "confirm/labels": labels}
+        entry = self._entry(trial)
+        if entry is None:
+            return dict(trial.config)
+        return {**entry["overrides"], "confirm/labels": ", ".join(entry["labels"])}
 
     def config_file(self, trial: Any) -> str:
         """The trial's resolved pre-training config (``acl-ray pretrain --config`` takes it)."""
