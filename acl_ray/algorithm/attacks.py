@@ -71,6 +71,7 @@ def pgd(
     spec: AttackSpec,
     generator: torch.Generator | None = None,
     perturb: Sequence[bool] | None = None,
+    starts: Sequence[torch.Tensor | None] | None = None,
 ) -> list[torch.Tensor]:
     """Signed-gradient ascent on ``loss_fn`` over the inputs ``xs`` jointly.
 
@@ -78,13 +79,14 @@ def pgd(
         loss_fn: maps the list of (perturbed) inputs to a scalar loss to maximise.
         xs: inputs in [0, 1]; those with ``perturb[i] == False`` stay clean.
         spec: radius, step size, steps and random start.
+        starts: the initial perturbations (as :func:`_start` draws them), instead of drawing them.
     Returns:
         Adversarial inputs, each with ``||x_adv - x||_inf <= eps`` and values in [0, 1], detached.
     """
     eps, alpha = spec.eps, spec.alpha
     perturb = list(perturb) if perturb is not None else [True] * len(xs)
     xs = [x.detach() for x in xs]
-    deltas = [
+    deltas = list(starts) if starts is not None else [
         _start(x, eps, spec.random_start, generator) if p else None for x, p in zip(xs, perturb, strict=True)
     ]
     for _ in range(spec.steps):
@@ -148,24 +150,36 @@ def pgd_classifier(
     spec: AttackSpec,
     loss: str = "ce",
     generator: torch.Generator | None = None,
+    only: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """PGD on a classifier ``model(x) -> logits`` with cross-entropy or CW-margin loss, eval mode.
+
+    ``only`` (bool, (N,)): attack these points and return the others clean. The random starts are
+    drawn for all N points all the same, so a point's attack does not depend on which others run:
+    it is the one it would get in the full batch (evaluation skips points already broken).
 
     Shape:
         x: (N, C, H, W) in [0, 1], y: (N,) -> x_adv (N, C, H, W)
     """
     if loss not in ("ce", "cw"):
         raise ValueError(f"Illegal attack loss {loss!r}: must be one of ce, cw")
+    x = x.detach()
+    start = _start(x, spec.eps, spec.random_start, generator)  # (N, C, H, W): drawn for every point
+    if only is not None and not bool(only.any()):
+        return x
+    xa, ya = (x, y) if only is None else (x[only], y[only])
 
     def loss_fn(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        logits = model(inputs[0]).float()  # (N, K)
+        logits = model(inputs[0]).float()  # (M, K)
         if loss == "ce":
-            return F.cross_entropy(logits, y, reduction="sum")
-        return cw_margin(logits, y).clamp(max=50.0).sum()  # clamped: no gain from overshooting
+            return F.cross_entropy(logits, ya, reduction="sum")
+        return cw_margin(logits, ya).clamp(max=50.0).sum()  # clamped: no gain from overshooting
 
     with frozen_state(model):
-        (x_adv,) = pgd(loss_fn, [x], spec, generator)
-    return x_adv
+        (x_adv,) = pgd(loss_fn, [xa], spec, starts=[start if only is None else start[only]])
+    if only is None:
+        return x_adv
+    return x.index_put((only,), x_adv)  # the others clean
 
 
 def trades_attack(

@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from filelock import FileLock
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from acl_ray.config.pretrain import DataConfig
 
@@ -127,6 +125,8 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     Shape:
         Returns images (1797, 1, 8, 8) uint8 and labels (1797,) int64.
     """
+    from sklearn.datasets import load_digits  # here: 1.5 s to import, and trial processes get the splits
+
     bunch = load_digits()
     pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
     return torch.from_numpy(pixels).unsqueeze(1), torch.from_numpy(bunch.target.astype(np.int64))
@@ -154,6 +154,8 @@ def _stratified_split(
     Stratification is skipped for a split too small to hold every class (tiny synthetic sets),
     where scikit-learn would refuse.
     """
+    from sklearn.model_selection import train_test_split
+
     y = labels.numpy()
     n, num_classes = len(y), len(np.unique(y))
     n_test, n_val = max(1, round(test_fraction * n)), max(1, round(val_fraction * n))

@@ -19,12 +19,12 @@ What Tune's schedulers do not know, this module adds:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import ray.tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
-from ray.tune.schedulers.pb2 import PB2
 
 from acl_ray.config.sweep import Sweep
 from acl_ray.orchestration.epochs import PROXY_METRIC
@@ -105,8 +105,20 @@ class EpochPBT(_AtPerturbationEpochs, PopulationBasedTraining):
     pass
 
 
-class EpochPB2(_AtPerturbationEpochs, PB2):
-    pass
+@functools.cache
+def _epoch_pb2() -> type:
+    """``EpochPB2``, made on first use: PB2 imports scikit-learn and SciPy's stats (about 1.5-2 s), which
+    every trial and evaluation process of a sweep that is not PB2 would pay for at start-up."""
+    from ray.tune.schedulers.pb2 import PB2
+
+    names = {"__module__": __name__, "__qualname__": "EpochPB2"}
+    return type("EpochPB2", (_AtPerturbationEpochs, PB2), names)
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: ``population.EpochPB2`` (how pickle finds the class)
+    if name == "EpochPB2":
+        return _epoch_pb2()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def population_scheduler(s: Sweep) -> PopulationBasedTraining:
@@ -123,10 +135,11 @@ def population_scheduler(s: Sweep) -> PopulationBasedTraining:
     }
     scheduler: PopulationBasedTraining
     if sw.scheduler == "pb2":
-        scheduler = EpochPB2(hyperparam_bounds=bounds(s), **common)
+        scheduler = _epoch_pb2()(hyperparam_bounds=bounds(s), **common)
     else:
         scheduler = EpochPBT(
             hyperparam_mutations=mutations(s), resample_probability=sw.resample_probability, **common
         )
+    assert isinstance(scheduler, _AtPerturbationEpochs)
     scheduler.epochs = perturbation_epochs(s)
     return scheduler

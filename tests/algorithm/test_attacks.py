@@ -135,6 +135,37 @@ def test_classifier_pgd_invariants_and_strength(loss: str) -> None:
     assert acc < 0.05  # an undefended linear model falls at this budget
 
 
+class RowWise(nn.Module):
+    """Logits of each point from that point alone, by elementwise products and a per-row sum in
+    float64: no batched matrix product whose blocking could depend on how many points run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = nn.Parameter(torch.randn(64, 10, generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1)[:, :, None] * self.w).sum(1) * 20  # (N, 64, 10) -> (N, 10)
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw"])
+def test_classifier_pgd_on_some_points_is_the_full_batch_attack_on_them(loss: str) -> None:
+    model = RowWise()
+    x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    only = torch.arange(24) % 3 != 1  # 16 of 24
+    full_gen, some_gen = (torch.Generator().manual_seed(5) for _ in range(2))
+    full = pgd_classifier(model, x, y, AttackSpec(0.2, 0.05, 5), loss, full_gen)
+    some = pgd_classifier(model, x, y, AttackSpec(0.2, 0.05, 5), loss, some_gen, only=only)
+    assert torch.equal(some[only], full[only])  # each point's start and steps as in the full batch
+    assert torch.equal(some[~only], x[~only])  # the others clean
+    assert not torch.equal(full[only], x[only])  # (the attack moved them)
+    assert torch.equal(full_gen.get_state(), some_gen.get_state())  # the same draws: later batches agree
+    none = pgd_classifier(model, x, y, AttackSpec(0.2, 0.05, 5), loss, only=torch.zeros(24, dtype=torch.bool))
+    assert torch.equal(none, x)
+
+
 def test_classifier_pgd_rejects_unknown_loss() -> None:
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="ce, cw"):

@@ -114,6 +114,31 @@ def test_worst_case_over_losses_and_restarts(clean_model, digits) -> None:
     assert robust_accuracy(clean_model, x, y, cfg) <= accuracy(clean_model, x, y)
 
 
+class Counting(nn.Module):
+    """Records the number of points of every forward pass that builds a graph (the attack's steps)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self.rows.append(len(x))
+        return self.inner(x)
+
+
+def test_a_later_loss_attacks_only_the_points_the_earlier_ones_left(clean_model, digits) -> None:
+    _, _, x, y = digits
+    counting = Counting(clean_model)
+    ce_only = robust_mask(clean_model, x, y, EvalConfig(eps=0.05, steps=10, losses=("ce",)))
+    correct = int((clean_model(x).argmax(1) == y).sum())
+    assert correct > ce_only.sum() > 0  # CE breaks some points, not all
+    both = robust_mask(counting, x, y, EvalConfig(eps=0.05, steps=10))
+    # CE: every clean-correct point, 10 steps; CW: only CE's survivors (one batch each: the same sums)
+    assert sum(counting.rows) == 10 * (correct + int(ce_only.sum()))
+    assert not (both & ~ce_only).any()
+
+
 def test_evaluation_leaves_the_model_as_it_was(clean_model, digits) -> None:
     _, _, x, y = digits
     clean_model.train()

@@ -155,3 +155,24 @@ def test_small_pbt_sweep_learns_a_schedule_that_a_plain_run_replays(tmp_path, lo
     assert (out / "analysis" / "schedule.png").stat().st_size > 0  # the sweep's analysis draws it
     report = (out / "analysis" / "report.md").read_text()
     assert "![learned schedule](schedule.png)" in report and "Plot warnings" not in report
+
+
+def test_pb2_is_imported_only_by_a_pb2_sweep() -> None:
+    """PB2 imports scikit-learn and SciPy's stats (1.5-2 s): every trial and evaluation process of a
+    sweep starts without them, and the PB2 scheduler class still pickles by its module's name."""
+    import pickle
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import acl_ray.orchestration.trial, acl_ray.orchestration.posthoc, acl_ray.algorithm.finetune\n"
+        "assert 'sklearn' not in sys.modules, sorted(m for m in sys.modules if m.startswith('sklearn'))[:5]\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    space = {k: v for k, v in SPACE.items() if "choice" not in v}  # PB2 mutates ranges only
+    s = Sweep.from_dict({**PBT, "space": space, "sweep": {**PBT["sweep"], "scheduler": "pb2"}})
+    scheduler = population_scheduler(s)
+    assert type(scheduler).__name__ == "EpochPB2" and scheduler.epochs == perturbation_epochs(s)
+    assert pickle.loads(pickle.dumps(type(scheduler))) is type(scheduler)
