@@ -2,7 +2,8 @@
 
 ``sweep.tracking: [mlflow, wandb]`` adds logger callbacks to the Tuner: Ray Tune's own
 ``MLflowLoggerCallback`` and a W&B callback like Ray's ``WandbLoggerCallback`` but with one logging
-actor for the whole sweep, not two per trial (:mod:`acl_ray.orchestration.trackers`), adapted to a sweep:
+actor for the whole sweep, not two per trial (:mod:`acl_ray.orchestration.trackers`,
+:mod:`acl_ray.orchestration.wandb_tracker`), adapted to a sweep:
 
 - one run per trial (a resumed sweep continues its trials' runs), the searched values as parameters
   and the trial's full config as the file ``trial_config.yaml`` (``acl-ray pretrain --config`` takes it);

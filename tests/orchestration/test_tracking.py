@@ -220,15 +220,15 @@ def test_one_logging_actor_gets_each_trials_start_rows_and_finish_in_order(tmp_p
     run ends once its post-hoc numbers are logged, at the sweep's end if they never came."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    from acl_ray.orchestration import trackers
+    from acl_ray.orchestration import wandb_tracker
 
     made: list[FakeActor] = []
-    monkeypatch.setattr(trackers, "_start_logging_actor", lambda: made.append(FakeActor()) or made[-1])
+    monkeypatch.setattr(wandb_tracker, "_start_logging_actor", lambda: made.append(FakeActor()) or made[-1])
     closed: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(trackers.ray, "get", lambda ref, timeout: closed.append(("get", ref, timeout)) or 4)
-    monkeypatch.setattr(trackers.ray, "kill", lambda actor: closed.append(("kill", actor)))
+    monkeypatch.setattr(wandb_tracker.ray, "get", lambda ref, timeout: closed.append(("get", ref, timeout)) or 4)
+    monkeypatch.setattr(wandb_tracker.ray, "kill", lambda actor: closed.append(("kill", actor)))
     s = load_sweep(None, ["sweep.tracking=wandb"])
-    tracker = trackers.WandbTracker(s, tmp_path / "s1")
+    tracker = wandb_tracker.WandbTracker(s, tmp_path / "s1")
     tracker.setup()
     a, b, c, d = (FakeTrial(t, {"attack.eps": 0.1, "loss.air_weight": w}) for t, w in
                   [("a", 0.0), ("b", 0.5), ("c", 0.0), ("d", 0.5)])
@@ -274,31 +274,31 @@ def test_one_logging_actor_gets_each_trials_start_rows_and_finish_in_order(tmp_p
     assert per_trial["c"][-1] == ("finish", True)
     assert per_trial["d"] == [("start", *per_trial["d"][0][1:]), ("log", *first), ("finish", False)]
     assert [m for m, *_ in actor.calls][-3:] == ["finish", "finish", "finish_all"]  # b, d: held till now
-    assert closed == [("get", ("finish_all",), trackers.FINISH_TIMEOUT_S), ("kill", actor)]
+    assert closed == [("get", ("finish_all",), wandb_tracker.FINISH_TIMEOUT_S), ("kill", actor)]
 
 
 def test_a_failed_logging_actor_is_one_line_at_the_end(tmp_path, monkeypatch, capsys) -> None:
     import ray.exceptions
 
-    from acl_ray.orchestration import trackers
+    from acl_ray.orchestration import wandb_tracker
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    tracker = trackers.WandbTracker(load_sweep(None, ["sweep.tracking=wandb"]), tmp_path / "s1")
+    tracker = wandb_tracker.WandbTracker(load_sweep(None, ["sweep.tracking=wandb"]), tmp_path / "s1")
     tracker._actor = FakeActor()
 
     def timed_out(ref: Any, timeout: float) -> None:
         raise ray.exceptions.GetTimeoutError("Get timed out: some object(s) not ready.")
 
     killed: list[Any] = []
-    monkeypatch.setattr(trackers.ray, "get", timed_out)
-    monkeypatch.setattr(trackers.ray, "kill", killed.append)
+    monkeypatch.setattr(wandb_tracker.ray, "get", timed_out)
+    monkeypatch.setattr(wandb_tracker.ray, "kill", killed.append)
     tracker.on_experiment_end([])
     assert capsys.readouterr().out == (
         f"W&B: runs left unfinished in {tmp_path}/s1/wandb: Get timed out: some object(s) not ready.\n"
     )
     assert len(killed) == 1
     monkeypatch.setenv("WANDB_MODE", "disabled")  # no actor at all
-    tracker = trackers.WandbTracker(load_sweep(None, ["sweep.tracking=wandb"]), tmp_path / "s1")
+    tracker = wandb_tracker.WandbTracker(load_sweep(None, ["sweep.tracking=wandb"]), tmp_path / "s1")
     tracker.on_trial_start(0, [], FakeTrial("a", {}))
     tracker.on_trial_result(0, [], FakeTrial("a", {}), {"epoch": 1})
     assert tracker._actor is None
@@ -307,13 +307,13 @@ def test_a_failed_logging_actor_is_one_line_at_the_end(tmp_path, monkeypatch, ca
 def test_the_logging_actor_holds_several_runs_open_at_once(tmp_path, monkeypatch) -> None:
     """The actor's class, in this process: runs of trials that run at the same time, each with its
     rows at their steps, its config file and its exit code, all in one process."""
-    from acl_ray.orchestration import trackers
+    from acl_ray.orchestration import wandb_tracker
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     init = {"project": "acl-ray", "group": "s1", "mode": "offline", "dir": str(tmp_path), "resume": "allow",
             "allow_val_change": True, "settings": {"x_disable_stats": True, "console": "off"}}
-    runs = trackers._WandbRuns()
+    runs = wandb_tracker._WandbRuns()
     for tid in ("a", "b"):
         runs.start(tid, {**init, "id": tid, "name": f"train_{tid}", "config": {"x": tid}}, f"trial: {tid}\n")
     for step in (1, 2, 3):
@@ -366,14 +366,14 @@ def test_a_confirmations_wandb_runs_are_a_group_of_their_own_with_what_each_run_
     """A confirmation trial's config is its index in the plan: its W&B run gets the plan entry's
     overrides and labels instead, in the group ``<sweep>/confirm``, its files in DIR/confirm/wandb."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    from acl_ray.orchestration import trackers
+    from acl_ray.orchestration import wandb_tracker
 
     made: list[FakeActor] = []
-    monkeypatch.setattr(trackers, "_start_logging_actor", lambda: made.append(FakeActor()) or made[-1])
+    monkeypatch.setattr(wandb_tracker, "_start_logging_actor", lambda: made.append(FakeActor()) or made[-1])
     s = load_sweep(None, ["sweep.tracking=wandb"])
     plan = [{"labels": ["acl"], "overrides": {"attack.eps": 0.03, "run.seed": 1000}},
             {"labels": ["trial #2 ab", "dynacl"], "overrides": {"attack.eps": 0.1, "run.seed": 1001}}]
-    tracker = trackers.WandbTracker(s, tmp_path / "s1", plan)
+    tracker = wandb_tracker.WandbTracker(s, tmp_path / "s1", plan)
     tracker.on_trial_start(0, [], FakeTrial("c_00001", {"confirm/run": 1}))
     ((method, tid, init, config_file),) = made[0].calls
     assert (method, tid) == ("start", "c_00001")
