@@ -96,7 +96,7 @@ def driver(out: Path, address: str, cfg: Path | None, log: Path) -> subprocess.P
     args = ["--resume", str(out)] if cfg is None else ["--config", str(cfg), "--out", str(out)]
     cmd = [sys.executable, "-m", "acl_ray.cli", "sweep", *args, "--address", address]
     # every "auto" lookup in it finds this cluster; Tune saves (and copies result.json into the sweep
-    # folder, tune.LIVE_SYNC) every 5 s, so the harness sees each report soon after it is made
+    # folder, tuner.LIVE_SYNC) every 5 s, so the harness sees each report soon after it is made
     env = {**os.environ, "RAY_ADDRESS": address, "TUNE_GLOBAL_CHECKPOINT_S": "5"}
     return subprocess.Popen(
         cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env

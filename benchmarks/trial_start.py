@@ -38,7 +38,7 @@ import ray.tune
 
 from acl_ray.config.sweep import Sweep, load_sweep
 from acl_ray.orchestration.ray_train import ensure_ray
-from acl_ray.orchestration.tune import build_tuner
+from acl_ray.orchestration.tuner import build_tuner
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "sweep_digits.yaml"

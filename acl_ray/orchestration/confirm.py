@@ -125,7 +125,7 @@ def run_confirmation(s: Sweep, out: Path, rows: list[dict[str, Any]], data: ray.
                 storage_path=experiment_path(s, out),
                 verbose=0,
                 failure_config=ray.tune.FailureConfig(max_failures=s.sweep.max_failures),
-                sync_config=ray.tune.SyncConfig(sync_period=5),  # as the search's (tune.LIVE_SYNC)
+                sync_config=ray.tune.SyncConfig(sync_period=5),  # as the search's (tuner.LIVE_SYNC)
                 callbacks=trackers,
             ),
         )

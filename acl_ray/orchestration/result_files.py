@@ -1,7 +1,7 @@
 """Tune's ``result.json`` and ``progress.csv`` without losing rows when a trial starts again.
 
 Tune's JSON and CSV loggers write in the driver's staging folder, and Tune copies that folder into
-the sweep folder every ``sync_period`` (5 s here, ``tune.LIVE_SYNC``). When a trial with a checkpoint
+the sweep folder every ``sync_period`` (5 s here, ``tuner.LIVE_SYNC``). When a trial with a checkpoint
 starts again, the loggers first copy the sweep folder's file back over the staging one
 (``LoggerCallback._restore_from_remote`` in Ray 2.60): every row reported since the last copy is
 lost. A retried trial loses a few seconds of rows that way; a PBT member is paused and resumed at

@@ -23,6 +23,8 @@ from acl_ray.orchestration.tracking import CONFIG_FILE, MLFLOW_ARTIFACTS, check_
 from acl_ray.orchestration.wandb_tracker import WandbTracker
 from acl_ray.results.confirm import CONFIRM_DIR
 
+_Trained = Trained  # its name in the tuner.pkl of tracked sweeps started before tracker_base.py (--resume)
+
 
 class MlflowTracker(EndsAfterPosthoc, MLflowLoggerCallback):
     """Ray's ``MLflowLoggerCallback`` for a sweep (module docstring). Each row is one ``log_batch``

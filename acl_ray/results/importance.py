@@ -35,7 +35,7 @@ def importance(s: Sweep, rows: list[dict[str, Any]], metric: str) -> tuple[list[
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists: dict[str, od.BaseDistribution] = {}
-    for key, spec in s.space.items():  # the spec acl_ray.orchestration.tune.to_tune turns into Tune domains
+    for key, spec in s.space.items():  # the spec acl_ray.orchestration.tuner.to_tune turns into Tune domains
         kind, args = next(iter(spec.items()))
         if kind == "int":
             dists[key] = od.IntDistribution(int(args[0]), int(args[1]))

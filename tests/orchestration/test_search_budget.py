@@ -11,7 +11,7 @@ from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncode
 
 from acl_ray.config.sweep import Sweep, SweepConfig, load_sweep
 from acl_ray.orchestration.search import build_searcher, startup_trials
-from acl_ray.orchestration.tune import EpochBudget
+from acl_ray.orchestration.tuner import EpochBudget
 from tests.orchestration.test_tune import ROOT
 from tests.orchestration.test_warm_start import suggestions
 

@@ -27,7 +27,7 @@ from acl_ray.orchestration.study import (
     record_posthoc,
     stored_study,
 )
-from acl_ray.orchestration.tune import to_tune
+from acl_ray.orchestration.tuner import to_tune
 from acl_ray.results.trials import read_trials
 
 ROOT = Path(__file__).resolve().parents[2]

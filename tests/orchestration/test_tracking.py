@@ -225,7 +225,9 @@ def test_one_logging_actor_gets_each_trials_start_rows_and_finish_in_order(tmp_p
     made: list[FakeActor] = []
     monkeypatch.setattr(wandb_tracker, "_start_logging_actor", lambda: made.append(FakeActor()) or made[-1])
     closed: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(wandb_tracker.ray, "get", lambda ref, timeout: closed.append(("get", ref, timeout)) or 4)
+    monkeypatch.setattr(
+        wandb_tracker.ray, "get", lambda ref, timeout: closed.append(("get", ref, timeout)) or 4
+    )
     monkeypatch.setattr(wandb_tracker.ray, "kill", lambda actor: closed.append(("kill", actor)))
     s = load_sweep(None, ["sweep.tracking=wandb"])
     tracker = wandb_tracker.WandbTracker(s, tmp_path / "s1")

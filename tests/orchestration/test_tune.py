@@ -13,7 +13,7 @@ from acl_ray.config.pretrain import Config, load_config
 from acl_ray.config.space import paper_point, validate_space
 from acl_ray.config.sweep import Sweep, load_sweep
 from acl_ray.orchestration.trial import asha_rungs
-from acl_ray.orchestration.tune import to_tune
+from acl_ray.orchestration.tuner import to_tune
 from tests.orchestration.test_study import check_study
 from tests.orchestration.test_tracking import check_mlflow, check_wandb
 

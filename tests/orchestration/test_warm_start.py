@@ -6,7 +6,7 @@ import pytest
 from acl_ray.config.space import REFERENCES, warm_start_points
 from acl_ray.config.sweep import Sweep, load_sweep
 from acl_ray.orchestration.search import build_searcher, startup_trials
-from acl_ray.orchestration.tune import to_tune
+from acl_ray.orchestration.tuner import to_tune
 from tests.orchestration.test_tune import ROOT
 
 
