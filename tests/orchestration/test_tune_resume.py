@@ -38,11 +38,13 @@ def test_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path) -> No
     cfg.write_text(yaml.safe_dump(spec))
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "acl_ray.cli", "sweep", "--config", str(cfg), "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    console = tmp_path / "console.txt"  # what the sweep printed: the message if it ends on its own
+    with console.open("w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     end = time.monotonic() + 300
     while not finished(out) and proc.poll() is None and time.monotonic() < end:
         time.sleep(0.1)
-    assert proc.poll() is None, "sweep ended before it could be killed"
+    assert proc.poll() is None, f"sweep ended before it could be killed:\n{console.read_text()[-3000:]}"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
     proc.wait(timeout=60)
     before = finished(out)
