@@ -65,7 +65,8 @@ def robust_mask(
     ``generator`` each (restart, loss) draws from its own seed derived from ``cfg.seed``, so the mask
     is the AND of the single-loss masks and adding a loss or a restart can only lower it. A point an
     earlier attack broke is not attacked again (its start is still drawn, so every other point gets
-    the start it would get in the full batch): that changes no point's outcome and saves the work.
+    the start it would get in the full batch): no point's outcome changes but for the float effects of
+    a smaller batch (the default sweep's numbers were equal to the last digit), and the work is saved.
 
     Shape:
         x: (N, C, H, W) in [0, 1], y: (N,) -> (N,) bool
