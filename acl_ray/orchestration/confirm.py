@@ -28,6 +28,7 @@ from acl_ray.console import console, log
 from acl_ray.orchestration.experiment import local_experiment
 from acl_ray.orchestration.resources import concurrency, experiment_path, trial_resources
 from acl_ray.orchestration.trial import in_process, make_trainable
+from acl_ray.orchestration.tuner import LIVE_SYNC
 from acl_ray.results.confirm import (
     CONFIRM_DIR,
     CONFIRMATION_FILE,
@@ -125,7 +126,7 @@ def run_confirmation(s: Sweep, out: Path, rows: list[dict[str, Any]], data: ray.
                 storage_path=experiment_path(s, out),
                 verbose=0,
                 failure_config=ray.tune.FailureConfig(max_failures=s.sweep.max_failures),
-                sync_config=ray.tune.SyncConfig(sync_period=5),  # as the search's (tuner.LIVE_SYNC)
+                sync_config=LIVE_SYNC,  # the search's
                 callbacks=trackers,
             ),
         )
