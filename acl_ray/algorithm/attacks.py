@@ -167,7 +167,7 @@ def pgd_classifier(
     start = _start(x, spec.eps, spec.random_start, generator)  # (N, C, H, W): drawn for every point
     if only is not None and not bool(only.any()):
         return x
-    xa, ya = (x, y) if only is None else (x[only], y[only])
+    xa, ya, sa = (x, y, start) if only is None else (x[only], y[only], start[only])
 
     def loss_fn(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         logits = model(inputs[0]).float()  # (M, K)
@@ -176,7 +176,7 @@ def pgd_classifier(
         return cw_margin(logits, ya).clamp(max=50.0).sum()  # clamped: no gain from overshooting
 
     with frozen_state(model):
-        (x_adv,) = pgd(loss_fn, [xa], spec, starts=[start if only is None else start[only]])
+        (x_adv,) = pgd(loss_fn, [xa], spec, starts=[sa])
     if only is None:
         return x_adv
     return x.index_put((only,), x_adv)  # the others clean
