@@ -17,6 +17,7 @@ from acl_ray.config.fields import parse_set
 from acl_ray.config.pretrain import Config, load_config
 from acl_ray.config.protocols import PRESETS
 from acl_ray.console import console
+from acl_ray.results.summary import Interrupted
 
 DESCRIPTION = """\
 Adversarial Contrastive Learning (ACL; Jiang et al., NeurIPS 2020): pre-train robust encoders on
@@ -329,6 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EXPECTED_ERRORS as e:  # bad input: one line, nothing written over
         console.print(f"[red]error:[/red] {_error_line(e)}", soft_wrap=True)
         return 2
+    except Interrupted as e:  # Ctrl-C on a sweep or confirmation: saved, to be continued
+        console.print(f"[yellow]interrupted:[/yellow] {_error_line(e)}", soft_wrap=True)
+        return 130  # the shell's code for a command ended by SIGINT
 
 
 if __name__ == "__main__":

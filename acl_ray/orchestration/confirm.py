@@ -28,7 +28,7 @@ from acl_ray.console import console, log
 from acl_ray.orchestration.experiment import local_experiment
 from acl_ray.orchestration.resources import concurrency, experiment_path, trial_resources
 from acl_ray.orchestration.trial import in_process, make_trainable
-from acl_ray.orchestration.tuner import LIVE_SYNC
+from acl_ray.orchestration.tuner import LIVE_SYNC, fit
 from acl_ray.results.confirm import (
     CONFIRM_DIR,
     CONFIRMATION_FILE,
@@ -37,8 +37,8 @@ from acl_ray.results.confirm import (
     confirmation_markdown,
     read_confirmation,
 )
-from acl_ray.results.summary import BEST_CONFIG_FILE, SUMMARY_FILE
-from acl_ray.results.trials import read_json, write_json
+from acl_ray.results.summary import BEST_CONFIG_FILE, SUMMARY_FILE, Interrupted, unfinished
+from acl_ray.results.trials import read_json, read_trials, write_json
 
 FIRST_SEED = 1000  # confirmation seeds: 1000, 1001, ... (the search trains with run.seed)
 
@@ -130,7 +130,14 @@ def run_confirmation(s: Sweep, out: Path, rows: list[dict[str, Any]], data: ray.
                 callbacks=trackers,
             ),
         )
-    tuner.fit()
+    fit(tuner)  # Ctrl-C: Tune saves its state, stops the runs and returns
+    with local_experiment(storage) as local:
+        left = unfinished([t.status for t in read_trials(local, unsaved=False)], len(plan))
+    if left:  # a winner from some of the runs would be an answer the seeds do not support yet
+        raise Interrupted(
+            f"the confirmation in {folder} stopped with {left} of {len(plan)} run(s) unfinished, so "
+            f"nothing was concluded from it; continue it with: acl-ray confirm {out}"
+        )
     return write_confirmation(s, out)
 
 

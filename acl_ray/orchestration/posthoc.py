@@ -30,6 +30,7 @@ from acl_ray.config.sweep import Sweep
 from acl_ray.console import log
 from acl_ray.orchestration.ray_train import local_dashboard
 from acl_ray.orchestration.trial import shares_data
+from acl_ray.results.summary import FINISHED
 from acl_ray.results.trials import POSTHOC_DIR, write_json
 
 # (trial id, None when its evaluation starts / metrics when they are in): how the live table, the
@@ -86,10 +87,12 @@ def complete_missing(
 ) -> list[dict[str, Any]]:
     """Run the final protocol for summary rows without it (stopped early), cached in ``out/posthoc``.
 
-    Rows whose cached result was already merged (``eval/source`` = ``posthoc``) are left alone.
+    Rows whose cached result was already merged (``eval/source`` = ``posthoc``) are left alone, and
+    so are trials that may train on (saved as running or pending by an interrupted sweep).
     ``data``: the base config's datasets in the object store (else each task loads them).
     """
-    todo = [r for r in rows if r["eval/source"] is None and _reachable(r["checkpoint_path"])]
+    todo = [r for r in rows if r["eval/source"] is None and r["status"] in FINISHED
+            and _reachable(r["checkpoint_path"])]  # not a trial a Ctrl-C left running: it goes on
     if todo:
         if not ray.is_initialized():
             ray.init(address="local", include_dashboard=None if local_dashboard() else False)

@@ -49,10 +49,17 @@ from acl_ray.orchestration.sweep_logs import keep_logs, link_logs
 from acl_ray.orchestration.tracking import check_extras, hints
 
 # EpochBudget: also for the experiment state of budgeted sweeps started when it was defined here
-from acl_ray.orchestration.tuner import EpochBudget, build_tuner  # noqa: F401
+from acl_ray.orchestration.tuner import EpochBudget, build_tuner, fit  # noqa: F401
 from acl_ray.results.confirm import CONFIRM_DIR, PLAN_FILE
 from acl_ray.results.schedules import BEST_SCHEDULE_FILE, write_schedules
-from acl_ray.results.summary import SUMMARY_FILE, summary_rows, write_summary
+from acl_ray.results.summary import (
+    SUMMARY_FILE,
+    Interrupted,
+    expected_trials,
+    summary_rows,
+    unfinished,
+    write_summary,
+)
 from acl_ray.results.trials import POSTHOC_DIR, read_trials
 
 
@@ -118,12 +125,18 @@ def _fit(
 ) -> list[dict[str, Any]]:
     logs = link_logs(out)
     log(f"sweep {out}: Ray's worker logs in {logs or 'the Ray session folder'}")
-    tuner.fit()
+    fit(tuner)  # Ctrl-C: Tune saves its state, stops the trials and returns
     study = _study_url(s, out)
     rows = summarize(s, out, study)
     watch = [f"Optuna study {study_name(out)!r} in {study}: acl-ray dashboard {out}"] if study else []
     for line in [*watch, *hints(s, out)]:
         console.print(line, markup=False, soft_wrap=True)  # commands to copy: verbatim, never wrapped
+    left = unfinished([r["status"] for r in rows], expected_trials(s))
+    if left:  # no confirmation, no analysis of a search cut short: minutes of work on a partial answer
+        raise Interrupted(
+            f"the search in {out} stopped with {left} trial(s) unfinished, so nothing was confirmed or "
+            f"analysed; continue it with: acl-ray sweep --resume {out}"
+        )
     if s.sweep.confirm.top_k or _confirming(out):
         run_confirmation(s, out, rows, data)
     if analysis:
@@ -165,6 +178,11 @@ def confirm_sweep(
     _quiet(verbose)
     try:
         rows = json.loads((out / SUMMARY_FILE).read_text())["trials"]
+        left = unfinished([r["status"] for r in rows], expected_trials(s))
+        if left:
+            raise ValueError(
+                f"{str(out)!r} has {left} unfinished trial(s): finish it first (acl-ray sweep --resume)"
+            )
         conf = run_confirmation(s, out, rows, ray.put(load_datasets(s.base.data)))
         if analysis:
             _analyze(out)

@@ -6,6 +6,8 @@ the live table, the trackers and the result files. :mod:`acl_ray.orchestration.t
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,19 @@ def build_tuner(
             ],
         ),
     )
+
+
+def fit(tuner: ray.tune.Tuner) -> None:
+    """``tuner.fit()``, with this process's Ctrl-C handler as it was before.
+
+    Tune installs its own for the run (the first Ctrl-C ends the run gracefully: state saved, trials
+    stopped) and leaves it there when the run ends on its own; a Ctrl-C in the work after the run
+    (the last post-hoc evaluations, the analysis) would then only set the finished run's flag.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        tuner.fit()
+    finally:
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            signal.signal(signal.SIGINT, handler)  # [Tune] may only be installed from the main thread
+

@@ -21,6 +21,27 @@ from acl_ray.results.trials import Trial, write_json
 FINAL_KEYS = ("val/standard_acc", "val/robust_acc", "eval/standard_acc", "eval/robust_acc")
 SUMMARY_FILE = "summary.json"
 BEST_CONFIG_FILE = "best_config.yaml"
+FINISHED = ("TERMINATED", "ERROR")  # Tune statuses of a trial that will not train again
+
+
+class Interrupted(RuntimeError):
+    """A search or confirmation that Tune ended before its trials finished (Ctrl-C, SIGUSR1): what it
+    wrote is kept and can be continued, and nothing was concluded from it."""
+
+
+def unfinished(statuses: list[str], expected: int = 0) -> int:
+    """How many trials of a run may still train: saved as running, pending or paused (Tune stopped
+    by a signal saves them so), plus those of the ``expected`` count it never created.
+
+    ``expected``: the trials the run creates when it ends on its own (``num_samples``, the
+    confirmation's plan); 0 when a budget may end it earlier (every trial is then terminated).
+    """
+    return sum(status not in FINISHED for status in statuses) + max(0, expected - len(statuses))
+
+
+def expected_trials(s: Sweep) -> int:
+    """The trials a search creates unless it is stopped: ``num_samples``, or 0 with an epoch budget."""
+    return 0 if s.sweep.budget_epochs else s.sweep.num_samples
 
 
 def fmt(v: Any) -> str:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -112,3 +113,63 @@ def test_a_killed_trial_process_is_retried_from_its_last_checkpoint(tmp_path) ->
     assert [r["epoch"] for r in after] == list(range(resumed + 1, 31))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trials"][0]["eval/robust_acc"] is not None and summary["trials"][0]["epoch"] == 30
+
+
+def _interrupt_once(cmd: list[str], saved: Callable[[], bool], console: Path) -> int:
+    """Run ``cmd`` in its own process group, press Ctrl-C (SIGINT to the group, as a terminal does)
+    once ``saved()`` holds, and return its exit code."""
+    with console.open("w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    end = time.monotonic() + 300
+    while not saved() and time.monotonic() < end:
+        assert proc.poll() is None, f"ended before Ctrl-C:\n{console.read_text()[-3000:]}"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    return proc.wait(timeout=300)
+
+
+def test_ctrl_c_stops_a_sweep_and_its_confirmation_without_concluding_and_both_continue(tmp_path) -> None:
+    """Ctrl-C ends Tune's run gracefully; the sweep must then neither evaluate the trial it cut short
+    as if ASHA had stopped it, nor confirm or analyse a partial search, nor conclude from some of the
+    confirmation's runs: it says how to continue, exits 130, and the continued sweep is complete."""
+    cfg = tmp_path / "sweep.yaml"
+    base = {**SMALL["base"], "run": {"epochs": 12, "checkpoint_every": 2}}
+    sweep = {"num_samples": 2, "scheduler": "fifo", "max_concurrent": 1, "proxy_every": 12,
+             "confirm": {"top_k": 1, "seeds": 2, "controls": []}}
+    cfg.write_text(yaml.safe_dump({**SMALL, "base": base, "sweep": sweep}))
+    out = tmp_path / "sweep"
+    cli = [sys.executable, "-m", "acl_ray.cli"]
+    console = tmp_path / "console.txt"
+
+    def checkpoint_in(folder: Path) -> Callable[[], bool]:
+        return lambda: bool(list(folder.glob("trial-*/checkpoint/checkpoint.pt")))
+
+    search = [*cli, "sweep", "--config", str(cfg), "--out", str(out)]
+    rc = _interrupt_once(search, checkpoint_in(out), console)
+    printed = console.read_text()
+    assert rc == 130, printed[-3000:]
+    assert f"continue it with: acl-ray sweep --resume {out}" in " ".join(printed.split())
+    assert not (out / "confirm").exists() and not (out / "analysis").exists()
+    assert not (out / "posthoc").exists()  # FIFO stops no trial early: nothing to evaluate post hoc
+    rows = json.loads((out / "summary.json").read_text())["trials"]
+    assert len(rows) < 2 or any(r["status"] not in ("TERMINATED", "ERROR") for r in rows)
+
+    refused = subprocess.run([*cli, "confirm", str(out)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "unfinished trial" in refused.stdout, refused.stdout + refused.stderr
+
+    confirm = out / "confirm"
+    rc = _interrupt_once([*cli, "sweep", "--resume", str(out)], checkpoint_in(confirm), console)
+    printed = console.read_text()
+    assert rc == 130, printed[-3000:]
+    assert f"continue it with: acl-ray confirm {out}" in " ".join(printed.split())
+    assert not (out / "confirmation.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert "confirmation" not in summary and len(summary["trials"]) == 2  # the search was finished
+    assert all(r["status"] == "TERMINATED" and r["eval/robust_acc"] is not None for r in summary["trials"])
+
+    done = subprocess.run([*cli, "confirm", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    conf = json.loads((out / "confirmation.json").read_text())
+    best = min(summary["trials"], key=lambda r: (-r["val/robust_acc"], r["trial_index"]))  # ties: earlier
+    (row,) = conf["rows"]
+    assert row["label"] == f"trial #{best['trial_index']} {best['trial_id']}" and row["seeds"] == [1000, 1001]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from acl_ray.config.pretrain import load_config
 from acl_ray.config.sweep import Sweep, load_sweep
-from acl_ray.results.summary import FINAL_KEYS, summary_rows, write_summary
+from acl_ray.results.summary import FINAL_KEYS, expected_trials, summary_rows, unfinished, write_summary
 from acl_ray.results.trials import POSTHOC_DIR, read_trials
 from tests.results.fake_sweep import SPEC, make_sweep
 
@@ -66,3 +66,18 @@ def test_a_real_sweep_folder(tmp_path) -> None:
     for r in rows:  # what tests/orchestration/test_tune.py checks on a fresh sweep
         assert all(r[k] is not None and 0 <= r[k] <= 1 for k in FINAL_KEYS), r
         assert r["eval/source"] == ("posthoc" if r["stopped_early"] else "final")
+
+
+def test_unfinished_counts_trials_left_running_or_pending_and_those_never_created() -> None:
+    """What a Ctrl-C leaves (Tune saves the trials it cut short as running, pending or paused, and
+    creates no more) against what a run that ended on its own leaves."""
+    done = ["TERMINATED", "ERROR", "TERMINATED"]
+    assert unfinished(done, expected=3) == 0
+    assert unfinished(["TERMINATED", "RUNNING", "PENDING"], expected=3) == 2
+    assert unfinished(["TERMINATED", "PAUSED"], expected=2) == 1  # a population member mid-exploit
+    assert unfinished(["TERMINATED"], expected=3) == 2  # interrupted between two trials
+    assert unfinished(done, expected=0) == 0  # a budget ends the search: no count to reach
+    s = Sweep.from_dict(SPEC)
+    assert expected_trials(s) == s.sweep.num_samples
+    budgeted = Sweep.from_dict({**SPEC, "sweep": {**SPEC["sweep"], "budget_epochs": 12}})
+    assert expected_trials(budgeted) == 0
