@@ -177,4 +177,3 @@ def fit(tuner: ray.tune.Tuner) -> None:
     finally:
         if threading.current_thread() is threading.main_thread() and handler is not None:
             signal.signal(signal.SIGINT, handler)  # [Tune] may only be installed from the main thread
-
