@@ -213,6 +213,11 @@ def aggregate(records: list[dict[str, Any]], methods: list[str], budget: int) ->
     def conf_mean(r: dict[str, Any], part: str, m: str) -> float | None:
         return r[part] and r[part][m]["mean"]
 
+    def diff_mean(r: dict[str, Any], m: str) -> float | None:
+        if r["pick_is_control"]:  # the same runs: the paired difference is 0 at every seed
+            return 0.0
+        return r["vs_control"] and r["vs_control"][m] and r["vs_control"][m]["mean"]
+
     step = max(1, budget // 200)
     grid = list(range(0, max([budget, *(r["epochs_spent"] for r in records)]) + 1, step))
     out: dict[str, Any] = {}
@@ -229,9 +234,9 @@ def aggregate(records: list[dict[str, Any]], methods: list[str], budget: int) ->
             "trials_run": mean_of(recs, lambda r: r["trials_run"]),
             "best_val_robust_acc": mean_of(recs, lambda r: r["best_val_robust_acc"]),
             **{f"confirmed {m}": mean_of(recs, lambda r, m=m: conf_mean(r, "confirmed", m)) for m in RA},
-            **{f"vs_control {m}": mean_of(recs, lambda r, m=m: r["vs_control"] and r["vs_control"][m]
-                                           and r["vs_control"][m]["mean"]) for m in RA},
-            "verdicts_test": [r["vs_control"] and r["vs_control"]["eval/robust_acc"]
+            **{f"vs_control {m}": mean_of(recs, lambda r, m=m: diff_mean(r, m)) for m in RA},
+            "verdicts_test": ["is the control" if r["pick_is_control"] else r["vs_control"]
+                              and r["vs_control"]["eval/robust_acc"]
                               and r["vs_control"]["eval/robust_acc"]["verdict"] for r in recs],
             "curve_mean": {"epochs": grid, "best_val_robust_acc": mean_curve},
         }
@@ -280,6 +285,7 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["runs"]:
         p, d = r["pick"] or {}, (r["vs_control"] or {}).get("eval/robust_acc") or {}
         diff = "-" if d.get("mean") is None else f"{d['mean']:+.3f}"
+        diff = "0 (the same runs)" if r["pick_is_control"] else diff
         diff += f" [{d['low']:+.3f}, {d['high']:+.3f}]" if d.get("low") is not None else ""
         pick = f"#{p.get('trial_index')} {p.get('trial_id')}, {p.get('epoch')}, {p.get('eval/source')}"
         pick += " (= DynACL)" if r["pick_is_control"] else ""

@@ -56,6 +56,23 @@ def run_smoke(out: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
+def test_a_pick_that_is_the_control_counts_as_a_difference_of_zero() -> None:
+    """Its confirmation is DynACL's own runs (no difference is computed): leaving it out of the mean
+    over searcher seeds would credit the method with only its other seeds' gains."""
+    sq = load_module()
+    stat = {"mean": 0.8, "std": 0.01, "n": 3}
+    part = {"label": "x", "seeds": [1000, 1001, 1002], **{m: stat for m in sq.RA}}
+    base = {"method": "tpe", "epochs_spent": 40, "trials_run": 2, "best_val_robust_acc": 0.8,
+            "curve": [{"epochs": 40, "best_val_robust_acc": 0.8}], "confirmed": part, "control": part}
+    gain = {m: {"mean": 0.04, "low": 0.01, "high": 0.07, "verdict": "beats"} for m in sq.RA}
+    records = [{**base, "seed": 0, "pick_is_control": False, "vs_control": gain},
+               {**base, "seed": 1, "pick_is_control": True, "vs_control": {m: None for m in sq.RA}}]
+    agg = sq.aggregate(records, ["tpe"], 40)["methods"]["tpe"]
+    for m in sq.RA:
+        assert agg[f"vs_control {m}"]["n"] == 2 and agg[f"vs_control {m}"]["mean"] == pytest.approx(0.02)
+    assert agg["verdicts_test"] == ["beats", "is the control"]
+
+
 def test_smoke_runs_budgeted_sweeps_confirms_each_pick_and_resumes(tmp_path: Path) -> None:
     """Two methods x 1 seed, 2-epoch trials, a budget of 4 epochs, 2 confirmation seeds."""
     from ray.tune.utils.serialization import TuneFunctionDecoder
