@@ -30,7 +30,7 @@ RAY = (
     "tests/orchestration/test_confirm.py",  # 35
     "tests/orchestration/test_ray_train.py",  # 10
     "tests/orchestration/test_sweep_console.py",  # 75
-    "tests/orchestration/test_tune_resume.py",  # 200 pinned to one core: Ctrl-C 98, killed driver 57, trial 43
+    "tests/orchestration/test_tune_resume.py",  # 200 on one core: Ctrl-C 98, killed driver 57, trial 43
     "tests/orchestration/test_ray_train_resume.py",  # 140
     "tests/test_search_quality.py::test_smoke",  # 75
 )
