@@ -99,15 +99,14 @@ def run_pair(folder: Path, d: dict[str, Any], overrides: list[str]) -> None:
     from acl_ray.config.sweep import SWEEP_FILE, Sweep, load_sweep
     from acl_ray.orchestration.tune import confirm_sweep, resume_sweep, run_sweep
     from acl_ray.results.confirm import CONFIRMATION_FILE
-    from acl_ray.results.summary import SUMMARY_FILE, expected_trials, unfinished
+    from acl_ray.results.summary import SUMMARY_FILE, unfinished_search
     from acl_ray.results.trials import read_json
 
     s = Sweep.from_dict(d, overrides)
     if (folder / SWEEP_FILE).is_file() and load_sweep(folder / SWEEP_FILE).to_dict() != s.to_dict():
         raise ValueError(f"{folder} was started with other settings (sweep.yaml): use another --out")
     summary = read_json(folder / SUMMARY_FILE)  # also written by a search that a Ctrl-C cut short
-    statuses = [r["status"] for r in summary["trials"]] if isinstance(summary, dict) else None
-    if statuses is not None and not unfinished(statuses, expected_trials(s)):
+    if isinstance(summary, dict) and not unfinished_search(s, summary["trials"]):
         if not (folder / CONFIRMATION_FILE).is_file():
             confirm_sweep(folder, overrides=[o for o in overrides if o.startswith("sweep.confirm.")],
                           analysis=False)

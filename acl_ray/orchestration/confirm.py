@@ -131,20 +131,20 @@ def run_confirmation(s: Sweep, out: Path, rows: list[dict[str, Any]], data: ray.
             ),
         )
     fit(tuner)  # Ctrl-C: Tune saves its state, stops the runs and returns
-    with local_experiment(storage) as local:
-        left = unfinished([t.status for t in read_trials(local, unsaved=False)], len(plan))
-    if left:  # a winner from some of the runs would be an answer the seeds do not support yet
-        raise Interrupted(
-            f"the confirmation in {folder} stopped with {left} of {len(plan)} run(s) unfinished, so "
-            f"nothing was concluded from it; continue it with: acl-ray confirm {out}"
-        )
-    return write_confirmation(s, out)
+    return write_confirmation(s, out, len(plan))
 
 
-def write_confirmation(s: Sweep, out: Path) -> dict[str, Any]:
+def write_confirmation(s: Sweep, out: Path, runs: int) -> dict[str, Any]:
     """``confirmation.json``, the summary's ``confirmation`` / ``confirmed_best`` and the winner's
-    ``best_config.yaml``, from the files of ``out/confirm``; prints the table."""
-    with local_experiment(f"{experiment_path(s, out)}/{CONFIRM_DIR}") as local:
+    ``best_config.yaml``, from the files of ``out/confirm``; prints the table. Raises
+    :class:`Interrupted`, writing nothing, while any of its ``runs`` may still train."""
+    with local_experiment(f"{experiment_path(s, out)}/{CONFIRM_DIR}") as local:  # (one download)
+        left = unfinished([t.status for t in read_trials(local, unsaved=False)], runs)
+        if left:  # a winner from some of the runs would be an answer the seeds do not support yet
+            raise Interrupted(
+                f"the confirmation in {out / CONFIRM_DIR} stopped with {left} of {runs} run(s) "
+                f"unfinished, so nothing was concluded from it; continue it with: acl-ray confirm {out}"
+            )
         conf = read_confirmation(out, s.sweep.metric, trials=local) or {}
     write_json(out / CONFIRMATION_FILE, conf)
     summary = read_json(out / SUMMARY_FILE)

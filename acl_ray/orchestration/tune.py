@@ -55,9 +55,8 @@ from acl_ray.results.schedules import BEST_SCHEDULE_FILE, write_schedules
 from acl_ray.results.summary import (
     SUMMARY_FILE,
     Interrupted,
-    expected_trials,
     summary_rows,
-    unfinished,
+    unfinished_search,
     write_summary,
 )
 from acl_ray.results.trials import POSTHOC_DIR, read_trials
@@ -131,7 +130,7 @@ def _fit(
     watch = [f"Optuna study {study_name(out)!r} in {study}: acl-ray dashboard {out}"] if study else []
     for line in [*watch, *hints(s, out)]:
         console.print(line, markup=False, soft_wrap=True)  # commands to copy: verbatim, never wrapped
-    left = unfinished([r["status"] for r in rows], expected_trials(s))
+    left = unfinished_search(s, rows)
     if left:  # no confirmation, no analysis of a search cut short: minutes of work on a partial answer
         raise Interrupted(
             f"the search in {out} stopped with {left} trial(s) unfinished, so nothing was confirmed or "
@@ -178,7 +177,7 @@ def confirm_sweep(
     _quiet(verbose)
     try:
         rows = json.loads((out / SUMMARY_FILE).read_text())["trials"]
-        left = unfinished([r["status"] for r in rows], expected_trials(s))
+        left = unfinished_search(s, rows)
         if left:
             raise ValueError(
                 f"{str(out)!r} has {left} unfinished trial(s): finish it first (acl-ray sweep --resume)"

@@ -44,6 +44,11 @@ def expected_trials(s: Sweep) -> int:
     return 0 if s.sweep.budget_epochs else s.sweep.num_samples
 
 
+def unfinished_search(s: Sweep, rows: list[dict[str, Any]]) -> int:
+    """:func:`unfinished` for a search from its summary rows: 0 once it has ended on its own."""
+    return unfinished([r["status"] for r in rows], expected_trials(s))
+
+
 def fmt(v: Any) -> str:
     """A table cell: ``-`` for missing values, 4 significant digits for floats."""
     if v is None:
